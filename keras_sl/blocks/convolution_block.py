@@ -1,0 +1,115 @@
+"""Convolution followed by norm, dropout and activation (MONAI ``Convolution``)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from keras_sl.layers.convolution import Convolution
+from keras_sl.layers.instance_norm import InstanceNorm
+from keras_sl.utils.layout import standardize_data_format
+
+# thop counts PReLU as one op per element in eval mode only; Table II was
+# profiled in training mode, so the published figures carry no PReLU term.
+PRELU_MACS_PER_ELEMENT = 0
+
+
+def one_parameter_prelu(rank: int, name: str | None = None) -> keras.layers.PReLU:
+    """``torch.nn.PReLU()``: a single slope shared by all channels, init 0.25."""
+    return keras.layers.PReLU(
+        alpha_initializer=keras.initializers.Constant(0.25),
+        shared_axes=list(range(1, rank + 2)),
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_sl")
+class ConvNormAct(keras.layers.Layer):
+    """Conv (or transposed conv) -> InstanceNorm -> Dropout -> PReLU.
+
+    The "NDA" ordering of ``monai.networks.blocks.Convolution`` with its
+    UNet defaults (instance norm without affine, one-parameter PReLU).
+    ``conv_only=True`` drops norm, dropout and activation.
+
+    Example:
+    >>> import numpy as np
+    >>> block = ConvNormAct(rank=2, filters=32, strides=2)
+    >>> block(np.zeros((1, 64, 64, 3), "float32")).shape
+    (1, 32, 32, 32)
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        filters: int,
+        kernel_size=3,
+        strides=1,
+        transposed: bool = False,
+        conv_only: bool = False,
+        dropout: float = 0.0,
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.rank = rank
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.transposed = transposed
+        self.conv_only = conv_only
+        self.dropout = float(dropout)
+        self.data_format = standardize_data_format(data_format)
+        self.conv = Convolution(
+            rank,
+            filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            transposed=transposed,
+            data_format=self.data_format,
+            name="conv",
+        )
+        if not conv_only:
+            self.norm = InstanceNorm(data_format=self.data_format, name="norm")
+            self.drop = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
+            self.act = one_parameter_prelu(rank, name="act")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        out = self.conv.compute_output_shape(input_shape)
+        if not self.conv_only:
+            self.norm.build(out)
+            self.act.build(out)
+
+    def call(self, inputs, training=None):
+        y = self.conv(inputs)
+        if not self.conv_only:
+            y = self.norm(y)
+            if self.drop is not None:
+                y = self.drop(y, training=training)
+            y = self.act(y)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+    def macs(self, input_shape, output_shape) -> int:
+        total = self.conv.macs(input_shape, output_shape)
+        if not self.conv_only:
+            total += self.norm.macs(output_shape, output_shape)
+            total += PRELU_MACS_PER_ELEMENT * int(math.prod(output_shape[1:]))
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            rank=self.rank,
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            transposed=self.transposed,
+            conv_only=self.conv_only,
+            dropout=self.dropout,
+            data_format=self.data_format,
+        )
+        return config

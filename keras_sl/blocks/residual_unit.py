@@ -1,0 +1,121 @@
+"""MONAI-style residual unit, rank-generic."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from keras_sl.blocks.convolution_block import ConvNormAct
+from keras_sl.layers.convolution import Convolution
+from keras_sl.utils.layout import normalize_tuple, standardize_data_format
+
+
+@keras.saving.register_keras_serializable(package="keras_sl")
+class ResidualUnit(keras.layers.Layer):
+    """``subunits`` ConvNormAct blocks plus a residual path, summed.
+
+    Mirrors ``monai.networks.blocks.ResidualUnit``: only the first sub-unit
+    is strided; the residual path is identity when shape is unchanged, a
+    strided ``kernel_size`` conv when ``strides != 1``, and a 1x1 conv when
+    only the channel count changes. ``last_conv_only`` makes the last
+    sub-unit a bare convolution (used at the top of the UNet).
+
+    Example:
+    >>> import numpy as np
+    >>> unit = ResidualUnit(rank=3, filters=8, strides=2)
+    >>> unit(np.zeros((1, 16, 32, 32, 3), "float32")).shape
+    (1, 8, 16, 16, 8)
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        filters: int,
+        strides=1,
+        kernel_size=3,
+        subunits: int = 2,
+        dropout: float = 0.0,
+        last_conv_only: bool = False,
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.rank = rank
+        self.filters = filters
+        self.strides = strides
+        self.kernel_size = kernel_size
+        self.subunits = max(1, int(subunits))
+        self.dropout = float(dropout)
+        self.last_conv_only = last_conv_only
+        self.data_format = standardize_data_format(data_format)
+        self.units = [
+            ConvNormAct(
+                rank,
+                filters,
+                kernel_size=kernel_size,
+                strides=strides if i == 0 else 1,
+                conv_only=last_conv_only and i == self.subunits - 1,
+                dropout=dropout,
+                data_format=self.data_format,
+                name=f"unit{i}",
+            )
+            for i in range(self.subunits)
+        ]
+        self.residual = None  # decided in build(), once in_channels is known
+
+    def build(self, input_shape):
+        ch_axis = -1 if self.data_format == "channels_last" else 1
+        in_channels = input_shape[ch_axis]
+        shape = input_shape
+        for unit in self.units:
+            unit.build(shape)
+            shape = unit.compute_output_shape(shape)
+        strided = math.prod(normalize_tuple(self.strides, self.rank, "strides")) != 1
+        if strided or in_channels != self.filters:
+            self.residual = Convolution(
+                self.rank,
+                self.filters,
+                kernel_size=self.kernel_size if strided else 1,
+                strides=self.strides,
+                data_format=self.data_format,
+                name="residual",
+            )
+            self.residual.build(input_shape)
+
+    def call(self, inputs, training=None):
+        y = inputs
+        for unit in self.units:
+            y = unit(y, training=training)
+        res = inputs if self.residual is None else self.residual(inputs)
+        return y + res
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for unit in self.units:
+            shape = unit.compute_output_shape(shape)
+        return shape
+
+    def macs(self, input_shape, output_shape) -> int:
+        total, shape = 0, input_shape
+        for unit in self.units:
+            out = unit.compute_output_shape(shape)
+            total += unit.macs(shape, out)
+            shape = out
+        if self.residual is not None:
+            total += self.residual.macs(input_shape, output_shape)
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            rank=self.rank,
+            filters=self.filters,
+            strides=self.strides,
+            kernel_size=self.kernel_size,
+            subunits=self.subunits,
+            dropout=self.dropout,
+            last_conv_only=self.last_conv_only,
+            data_format=self.data_format,
+        )
+        return config

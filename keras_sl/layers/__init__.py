@@ -1,0 +1,8 @@
+"""Backend-agnostic layers (keras.ops only)."""
+
+from keras_sl.layers.convolution import Convolution
+from keras_sl.layers.instance_norm import InstanceNorm
+from keras_sl.layers.lift import Lift
+from keras_sl.layers.slice_head import SliceHead
+
+__all__ = ["Convolution", "InstanceNorm", "Lift", "SliceHead"]

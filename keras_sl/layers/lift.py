@@ -1,0 +1,50 @@
+"""Spatial lifting: replicate a k-D input m times along a new spatial axis."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_sl.utils.layout import standardize_data_format
+
+
+@keras.saving.register_keras_serializable(package="keras_sl")
+class Lift(keras.layers.Layer):
+    """Lift ``(B, *spatial, C)`` to ``(B, depth, *spatial, C)`` (paper eq. 1).
+
+    With ``data_format="channels_first"`` the mapping is
+    ``(B, C, *spatial) -> (B, C, depth, *spatial)``. The new (lifted) axis is
+    always the first spatial axis.
+
+    Example:
+    >>> import numpy as np
+    >>> Lift(depth=16)(np.zeros((2, 64, 64, 3), "float32")).shape
+    (2, 16, 64, 64, 3)
+    """
+
+    def __init__(self, depth: int = 16, data_format: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if int(depth) < 1:
+            raise ValueError(f"Lift depth must be >= 1, got {depth}.")
+        self.depth = int(depth)
+        self.data_format = standardize_data_format(data_format)
+
+    @property
+    def lifted_axis(self) -> int:
+        return 1 if self.data_format == "channels_last" else 2
+
+    def call(self, inputs):
+        x = ops.expand_dims(inputs, self.lifted_axis)
+        reps = [1] * len(x.shape)
+        reps[self.lifted_axis] = self.depth
+        return ops.tile(x, reps)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        shape.insert(self.lifted_axis, self.depth)
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(depth=self.depth, data_format=self.data_format)
+        return config

@@ -1,0 +1,156 @@
+"""Aggregate the selected output slices of an SL network (paper eqs. 9-10)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_sl.utils.layout import standardize_data_format
+
+
+def default_selection(depth: int, num_selected: int) -> list[int]:
+    """Slices used before any selection ran: the ``num_selected`` central ones."""
+    start = (depth - num_selected) // 2
+    return list(range(start, start + num_selected))
+
+
+@keras.saving.register_keras_serializable(package="keras_sl")
+class SliceHead(keras.layers.Layer):
+    """Combine per-slice logits into one prediction: ``act(sum_{z in S} P_z)``.
+
+    The selected slice indices ``S`` (eq. 7) and the per-slice training losses
+    they were chosen from (eq. 6) are non-trainable variables, so they travel
+    with ``save_weights``, ``.keras`` files and presets on every backend.
+
+    Args:
+        depth: number of slices ``m`` along the lifted axis.
+        num_selected: ``s``, how many slices are combined.
+        activation: applied after the reduction; ``"sigmoid"`` (eq. 9),
+            ``"softmax"`` or ``None`` (e.g. depth regression).
+        reduction: ``"sum"`` (eq. 9) or ``"mean"`` (regression targets).
+        selected_slices: initial selection; defaults to the central slices.
+        data_format: layout of the slice logits, lifted axis first spatial.
+
+    Example:
+    >>> import numpy as np
+    >>> head = SliceHead(depth=16, num_selected=5)
+    >>> head(np.zeros((2, 16, 32, 32, 1), "float32")).shape
+    (2, 32, 32, 1)
+    """
+
+    def __init__(
+        self,
+        depth: int = 16,
+        num_selected: int = 5,
+        activation: str | None = "sigmoid",
+        reduction: str = "sum",
+        selected_slices=None,
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not 1 <= int(num_selected) <= int(depth):
+            raise ValueError(
+                f"num_selected must be between 1 and depth={depth}, got {num_selected}."
+            )
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
+        self.depth = int(depth)
+        self.num_selected = int(num_selected)
+        self.activation = activation
+        self.reduction = reduction
+        self.data_format = standardize_data_format(data_format)
+        initial = (
+            default_selection(self.depth, self.num_selected)
+            if selected_slices is None
+            else self._validate(selected_slices)
+        )
+        self.selected = self.add_weight(
+            name="selected_slices",
+            shape=(self.num_selected,),
+            dtype="int32",
+            initializer=keras.initializers.Constant(initial),
+            trainable=False,
+        )
+        self.slice_losses = self.add_weight(
+            name="slice_losses",
+            shape=(self.depth,),
+            dtype="float32",
+            initializer=keras.initializers.Constant(float("nan")),
+            trainable=False,
+        )
+        self.built = True
+
+    @property
+    def lifted_axis(self) -> int:
+        return 1 if self.data_format == "channels_last" else 2
+
+    def _validate(self, slices) -> list[int]:
+        slices = [int(s) for s in np.asarray(slices).reshape(-1)]
+        if len(slices) != self.num_selected:
+            raise ValueError(
+                f"Expected {self.num_selected} selected slices, got {len(slices)}: "
+                f"{slices}. Change `num_selected` or pass that many indices."
+            )
+        if len(set(slices)) != len(slices) or not all(0 <= s < self.depth for s in slices):
+            raise ValueError(
+                f"Selected slices must be distinct indices in [0, {self.depth}), "
+                f"got {slices}."
+            )
+        return sorted(slices)
+
+    # -- selection state ---------------------------------------------------
+    def get_selected(self) -> list[int]:
+        return [int(v) for v in ops.convert_to_numpy(self.selected)]
+
+    def set_selected(self, slices, slice_losses=None) -> None:
+        self.selected.assign(np.asarray(self._validate(slices), dtype="int32"))
+        if slice_losses is not None:
+            losses = np.asarray(slice_losses, dtype="float32").reshape(-1)
+            if losses.shape != (self.depth,):
+                raise ValueError(
+                    f"slice_losses must have {self.depth} entries, got {losses.shape}."
+                )
+            self.slice_losses.assign(losses)
+
+    def get_slice_losses(self) -> np.ndarray:
+        return np.asarray(ops.convert_to_numpy(self.slice_losses), dtype="float32")
+
+    @property
+    def has_selection(self) -> bool:
+        """True once slice losses were measured (SliceSelection ran)."""
+        return bool(np.isfinite(self.get_slice_losses()).all())
+
+    # -- forward -----------------------------------------------------------
+    def call(self, slice_logits):
+        picked = ops.take(slice_logits, self.selected, axis=self.lifted_axis)
+        if self.reduction == "sum":
+            y = ops.sum(picked, axis=self.lifted_axis)
+        else:
+            y = ops.mean(picked, axis=self.lifted_axis)
+        if self.activation == "sigmoid":
+            y = ops.sigmoid(y)
+        elif self.activation == "softmax":
+            ch = -1 if self.data_format == "channels_last" else 1
+            y = ops.softmax(y, axis=ch)
+        elif self.activation is not None:
+            y = keras.activations.get(self.activation)(y)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        del shape[self.lifted_axis]
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            depth=self.depth,
+            num_selected=self.num_selected,
+            activation=self.activation,
+            reduction=self.reduction,
+            selected_slices=self.get_selected(),
+            data_format=self.data_format,
+        )
+        return config

@@ -1,0 +1,3 @@
+from keras_sl.models.unet.unet import UNet
+
+__all__ = ["UNet"]

@@ -1,0 +1,176 @@
+"""MONAI-exact UNet for any spatial rank (``monai.networks.nets.UNet``)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+from keras_sl.blocks.convolution_block import ConvNormAct
+from keras_sl.blocks.residual_unit import ResidualUnit
+from keras_sl.utils.checks import check_image_batch, total_strides
+from keras_sl.utils.layout import channel_axis, standardize_data_format
+
+
+@keras.saving.register_keras_serializable(package="keras_sl")
+class UNet(keras.Model):
+    """UNet with residual units, identical to ``monai.networks.nets.UNet``.
+
+    The same builder makes 1-D, 2-D and 3-D networks (``spatial_dims``), so
+    the SL-UNet is this 2-D network's twin built at rank 3. Layers follow
+    MONAI's defaults: instance norm without affine parameters, one-parameter
+    PReLU, strided convolutions down, transposed convolutions up, residual
+    units when ``num_res_units > 0``, and a final up convolution without
+    norm or activation. Parameter counts equal MONAI's.
+
+    Args:
+        spatial_dims: number of spatial dimensions (1, 2 or 3).
+        in_channels: input channels.
+        out_channels: output channels (classes).
+        channels: channels per level; ``len(channels)`` is the number of levels.
+        strides: ``len(channels) - 1`` strides; each an int or per-axis tuple.
+        num_res_units: residual sub-units per down layer (0 = plain convs).
+        kernel_size: convolution kernel size.
+        up_kernel_size: transposed-convolution kernel size.
+        dropout: dropout rate after each normalisation.
+        input_shape: full input shape without batch; spatial sizes may be None.
+        data_format: ``"channels_last"`` (default) or ``"channels_first"``.
+
+    Example:
+    >>> import numpy as np
+    >>> net = UNet(2, 3, 1, channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    >>> net.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0).shape
+    (1, 64, 64, 1)
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        out_channels: int = 1,
+        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        strides: Sequence = (2, 2, 2, 2),
+        num_res_units: int = 0,
+        kernel_size=3,
+        up_kernel_size=3,
+        dropout: float = 0.0,
+        input_shape: Sequence | None = None,
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        data_format = standardize_data_format(data_format)
+        channels = tuple(int(c) for c in channels)
+        strides = tuple(s if isinstance(s, int) else tuple(int(v) for v in s) for s in strides)
+        if len(channels) < 2:
+            raise ValueError(f"UNet needs at least 2 levels, got channels={channels}.")
+        if len(strides) != len(channels) - 1:
+            raise ValueError(
+                f"UNet needs len(strides) == len(channels) - 1; got {len(strides)} "
+                f"strides for {len(channels)} levels."
+            )
+        if input_shape is None:
+            spatial = (None,) * spatial_dims
+            input_shape = (
+                (*spatial, in_channels) if data_format == "channels_last" else (in_channels, *spatial)
+            )
+        input_shape = tuple(input_shape)
+        axis = channel_axis(data_format)
+        common = dict(rank=spatial_dims, data_format=data_format)
+        monai_paths: dict[str, str] = {}
+
+        def down_layer(filters, stride, name, path):
+            monai_paths[name] = path
+            if num_res_units > 0:
+                return ResidualUnit(
+                    filters=filters, strides=stride, kernel_size=kernel_size,
+                    subunits=num_res_units, dropout=dropout, name=name, **common,
+                )
+            return ConvNormAct(
+                filters=filters, strides=stride, kernel_size=kernel_size,
+                dropout=dropout, name=name, **common,
+            )
+
+        def up_layers(filters, stride, is_top, name, path):
+            conv_path = f"{path}.0" if num_res_units > 0 else path
+            monai_paths[name] = conv_path
+            layers = [
+                ConvNormAct(
+                    filters=filters, strides=stride, kernel_size=up_kernel_size,
+                    transposed=True, conv_only=is_top and num_res_units == 0,
+                    dropout=dropout, name=name, **common,
+                )
+            ]
+            if num_res_units > 0:
+                monai_paths[f"{name}_res"] = f"{path}.1"
+                layers.append(
+                    ResidualUnit(
+                        filters=filters, strides=1, kernel_size=kernel_size, subunits=1,
+                        dropout=dropout, last_conv_only=is_top, name=f"{name}_res", **common,
+                    )
+                )
+            return layers
+
+        def level(x, out_c, chans, strs, depth, path):
+            c, s = chans[0], strs[0]
+            down = down_layer(c, s, f"down{depth}", f"{path}.0")(x)
+            if len(chans) > 2:
+                sub = level(down, c, chans[1:], strs[1:], depth + 1, f"{path}.1.submodule")
+            else:
+                sub = down_layer(chans[1], 1, "bottom", f"{path}.1.submodule")(down)
+            y = keras.layers.Concatenate(axis=axis, name=f"skip{depth}")([down, sub])
+            for layer in up_layers(out_c, s, depth == 0, f"up{depth}", f"{path}.2"):
+                y = layer(y)
+            return y
+
+        inputs = keras.Input(shape=input_shape, name="image")
+        outputs = level(inputs, out_channels, channels, strides, 0, "model")
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.channels = channels
+        self.strides = strides
+        self.num_res_units = num_res_units
+        self.kernel_size = kernel_size
+        self.up_kernel_size = up_kernel_size
+        self.dropout = dropout
+        self.image_shape = input_shape
+        self.data_format = data_format
+        # Keras layer name -> MONAI module path, for keras_sl.interop.
+        self.monai_paths = monai_paths
+
+    @property
+    def stride_multiple(self) -> tuple[int, ...]:
+        """Each spatial size must be a multiple of this (total stride)."""
+        return total_strides(self.strides, self.spatial_dims)
+
+    def __call__(self, inputs, *args, **kwargs):
+        shape = getattr(inputs, "shape", None)
+        if shape is not None:
+            check_image_batch(
+                shape, in_channels=self.in_channels, multiples=self.stride_multiple,
+                data_format=self.data_format, model_name=self.name,
+            )
+        return super().__call__(inputs, *args, **kwargs)
+
+    def get_config(self):
+        return {
+            "spatial_dims": self.spatial_dims,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "channels": list(self.channels),
+            "strides": [s if isinstance(s, int) else list(s) for s in self.strides],
+            "num_res_units": self.num_res_units,
+            "kernel_size": self.kernel_size,
+            "up_kernel_size": self.up_kernel_size,
+            "dropout": self.dropout,
+            "input_shape": list(self.image_shape),
+            "data_format": self.data_format,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,1 @@
+"""Built-in keras_sl presets (one folder per preset), shipped inside the wheel."""

@@ -1,1 +1,28 @@
-"""keras_sl."""
+"""keras_sl: Spatial Lifting (SL) dense prediction for Keras 3.
+
+Example:
+>>> import numpy as np, keras_sl
+>>> model = keras_sl.SLUNet(levels=3, lift_depth=4, num_selected=2)
+>>> model.predict(np.random.rand(1, 32, 32, 3), verbose=0).shape
+(1, 32, 32, 1)
+"""
+
+from keras_sl import callbacks, layers, losses, metrics, pqa
+from keras_sl.models.sl_unet import SLUNet
+from keras_sl.models.unet import UNet
+from keras_sl.postprocess import to_labels
+from keras_sl.profiler import profile
+from keras_sl.version import __version__
+
+__all__ = [
+    "SLUNet",
+    "UNet",
+    "__version__",
+    "callbacks",
+    "layers",
+    "losses",
+    "metrics",
+    "pqa",
+    "profile",
+    "to_labels",
+]

@@ -10,9 +10,8 @@ from keras_sl.layers.convolution import Convolution
 from keras_sl.layers.instance_norm import InstanceNorm
 from keras_sl.utils.layout import standardize_data_format
 
-# thop counts PReLU as one op per element in eval mode only; Table II was
-# profiled in training mode, so the published figures carry no PReLU term.
-PRELU_MACS_PER_ELEMENT = 0
+# thop counts PReLU as one op per element; Table II includes that term.
+PRELU_MACS_PER_ELEMENT = 1
 
 
 def one_parameter_prelu(rank: int, name: str | None = None) -> keras.layers.PReLU:

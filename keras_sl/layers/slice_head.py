@@ -123,7 +123,16 @@ class SliceHead(keras.layers.Layer):
         return bool(np.isfinite(self.get_slice_losses()).all())
 
     # -- forward -----------------------------------------------------------
-    def call(self, slice_logits):
+    def call(self, slice_logits, return_quality: bool = False):
+        """Prediction (eq. 9); with ``return_quality`` also the PQA score Q (eq. 11)."""
+        prediction = self._aggregate(slice_logits)
+        if return_quality:
+            from keras_sl.pqa import quality
+
+            return prediction, quality(slice_logits, self.selected, self.data_format)
+        return prediction
+
+    def _aggregate(self, slice_logits):
         picked = ops.take(slice_logits, self.selected, axis=self.lifted_axis)
         if self.reduction == "sum":
             y = ops.sum(picked, axis=self.lifted_axis)
@@ -142,6 +151,12 @@ class SliceHead(keras.layers.Layer):
         shape = list(input_shape)
         del shape[self.lifted_axis]
         return tuple(shape)
+
+    def compute_output_spec(self, slice_logits, return_quality: bool = False):
+        prediction = keras.KerasTensor(self.compute_output_shape(slice_logits.shape), dtype=self.compute_dtype)
+        if return_quality:
+            return prediction, keras.KerasTensor((slice_logits.shape[0],), dtype="float32")
+        return prediction
 
     def get_config(self):
         config = super().get_config()

@@ -8,6 +8,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from keras_sl.presets.preset_io import PresetMixin
 from keras_sl.layers.lift import Lift
 from keras_sl.layers.slice_head import SliceHead
 from keras_sl.models.unet.unet import UNet
@@ -30,7 +31,7 @@ def lifted_strides(levels: int, lift_depth: int, rank: int = 2) -> tuple:
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
-class SLUNet(keras.Model):
+class SLUNet(PresetMixin, keras.Model):
     """Spatial-Lifting UNet for k-D dense prediction (paper Section III).
 
     The image ``(B, H, W, C)`` is lifted to ``(B, m, H, W, C)`` (eq. 1) and

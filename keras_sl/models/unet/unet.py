@@ -6,6 +6,7 @@ from typing import Sequence
 
 import keras
 
+from keras_sl.presets.preset_io import PresetMixin
 from keras_sl.blocks.convolution_block import ConvNormAct
 from keras_sl.blocks.residual_unit import ResidualUnit
 from keras_sl.utils.checks import check_image_batch, total_strides
@@ -13,7 +14,7 @@ from keras_sl.utils.layout import channel_axis, standardize_data_format
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
-class UNet(keras.Model):
+class UNet(PresetMixin, keras.Model):
     """UNet with residual units, identical to ``monai.networks.nets.UNet``.
 
     The same builder makes 1-D, 2-D and 3-D networks (``spatial_dims``), so

@@ -1,0 +1,230 @@
+"""Preset folders: config, weights, selection and metadata, checked on load.
+
+A preset is a folder (keras-hub's layout, plus SL metadata)::
+
+    config.json          # serialized model config (keras.saving format)
+    model.weights.h5     # all weights, slice selection variables included
+    metadata.json        # dataset, recipe, metrics, license, input size,
+                         # normalisation, selected slices, sha256 of weights
+
+Built-in presets are folders of ``pretrained/`` shipped inside the package,
+so ``SLUNet.from_preset("kvasir")`` works offline. A preset may also be a
+local folder, or an ``https://`` / ``file://`` URL of a ``.zip`` or
+``.tar.gz`` archive of such a folder (downloaded once into the cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import keras
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+METADATA_FILE = "metadata.json"
+
+
+def builtin_dir() -> Path:
+    """Folder holding the built-in presets (installed or source tree)."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("keras_sl.pretrained")))
+        if path.is_dir():
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[2] / "pretrained"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_SL_CACHE", Path.home() / ".cache" / "keras_sl")) / "presets"
+
+
+def sha256_file(path: os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def list_presets() -> dict[str, dict]:
+    """Built-in presets: ``{name: metadata}``, sorted by name."""
+    root = builtin_dir()
+    out = {}
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            meta = folder / METADATA_FILE
+            if folder.is_dir() and meta.is_file():
+                out[folder.name] = json.loads(meta.read_text())
+    return out
+
+
+def _download(url: str, sha256: str | None = None) -> Path:
+    """Fetch and unpack an archived preset once; verify its sha256 if given."""
+    target = cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:16]
+    if (target / CONFIG_FILE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        archive = Path(tmp) / "preset_archive"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(archive, "wb") as f:
+                shutil.copyfileobj(response, f)
+        except OSError as err:
+            raise OSError(
+                f"Could not download preset from {url}: {err}. Check the address "
+                "and your network, or download the archive by hand and pass the "
+                "unpacked folder to from_preset()."
+            ) from err
+        if sha256 is not None and sha256_file(archive) != sha256:
+            raise ValueError(f"Checksum mismatch for {url}: the download is corrupted or was changed.")
+        unpack = Path(tmp) / "unpacked"
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(unpack)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as t:
+                t.extractall(unpack, filter="data")
+        else:
+            raise ValueError(f"{url} is neither a .zip nor a .tar.gz preset archive.")
+        found = [p.parent for p in unpack.rglob(CONFIG_FILE)]
+        if len(found) != 1:
+            raise ValueError(f"The archive at {url} must contain exactly one preset folder, found {len(found)}.")
+        shutil.move(str(found[0]), str(target))
+    return target
+
+
+def resolve(preset: str | os.PathLike) -> Path:
+    """Turn a preset name, folder or URL into a local folder."""
+    text = str(preset)
+    if text.startswith(("https://", "http://", "file://")):
+        return _download(text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    builtin = builtin_dir() / text
+    if "/" not in text and builtin.is_dir():
+        return builtin
+    names = ", ".join(sorted(list_presets())) or "(none installed)"
+    raise ValueError(
+        f"Unknown preset {text!r}. Built-in presets: {names}. "
+        "Pass one of these names, a local preset folder, or an https:// URL of a preset archive."
+    )
+
+
+def read_metadata(preset) -> dict:
+    folder = resolve(preset)
+    meta = folder / METADATA_FILE
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def save_preset(model: keras.Model, preset_dir: os.PathLike, metadata: dict | None = None) -> Path:
+    """Write ``model`` as a preset folder; returns the folder path."""
+    folder = Path(preset_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = keras.saving.serialize_keras_object(model)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default))
+    weights = folder / WEIGHTS_FILE
+    model.save_weights(weights)
+    meta = dict(metadata or {})
+    meta.update(
+        {
+            "class_name": type(model).__name__,
+            "keras_sl_version": _version(),
+            "keras_version": keras.__version__,
+            "saved_with_backend": keras.backend.backend(),
+            "parameter_count": int(model.count_params()),
+            "weights_sha256": sha256_file(weights),
+        }
+    )
+    if hasattr(model, "selected_slices"):
+        meta["selected_slices"] = model.selected_slices
+        losses = model.slice_losses
+        meta["slice_losses"] = [None if v != v else float(v) for v in losses]
+    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+    return folder
+
+
+def load_preset(preset, cls=None, load_weights: bool = True, **overrides) -> keras.Model:
+    """Build the model of a preset and load (and verify) its weights."""
+    folder = resolve(preset)
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise ValueError(f"{folder} is not a preset folder: it has no {CONFIG_FILE}.")
+    config = json.loads(config_path.read_text())
+    meta = read_metadata(folder)
+    if cls is not None and config.get("class_name") != cls.__name__:
+        raise ValueError(
+            f"Preset {str(preset)!r} holds a {config.get('class_name')}, not a {cls.__name__}; "
+            f"load it with keras_sl.{config.get('class_name')}.from_preset()."
+        )
+    if overrides:
+        config["config"].update(overrides)
+    model = keras.saving.deserialize_keras_object(config)
+    if load_weights:
+        weights = folder / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ValueError(f"Preset {folder} has no {WEIGHTS_FILE}; pass load_weights=False to build it untrained.")
+        expected = meta.get("weights_sha256")
+        if expected and sha256_file(weights) != expected:
+            raise ValueError(
+                f"The weights file {weights} does not match the sha256 in {METADATA_FILE}: "
+                "it is corrupted or was replaced. Re-install keras_sl or re-download the preset."
+            )
+        try:
+            model.load_weights(weights)
+        except Exception as err:  # noqa: BLE001 - re-raised with a fix
+            raise ValueError(
+                f"Could not load {weights} into the model built from {CONFIG_FILE}: {err}. "
+                "The weights belong to a different architecture; save the preset again."
+            ) from err
+    model.preset_metadata = meta
+    return model
+
+
+def _version() -> str:
+    from keras_sl.version import __version__
+
+    return __version__
+
+
+def _json_default(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+class PresetMixin:
+    """``from_preset`` / ``save_to_preset`` / ``presets`` for keras_sl models."""
+
+    @classmethod
+    def from_preset(cls, preset: str, load_weights: bool = True, **kwargs):
+        """Build a model from a built-in preset name, a folder or a URL.
+
+        Example::
+
+            model = keras_sl.SLUNet.from_preset("kvasir")
+            model.preset_metadata["metrics"]
+        """
+        return load_preset(preset, cls=cls, load_weights=load_weights, **kwargs)
+
+    def save_to_preset(self, preset_dir, metadata: dict | None = None):
+        """Save config, weights, selection and ``metadata`` into ``preset_dir``."""
+        return save_preset(self, preset_dir, metadata)
+
+    @classmethod
+    def list_presets(cls) -> dict[str, dict]:
+        """Built-in presets for this class: ``{name: metadata}``."""
+        return {k: v for k, v in list_presets().items() if v.get("class_name") == cls.__name__}

@@ -1,0 +1,48 @@
+"""Shared fixtures for the keras_sl test suite (backend-agnostic)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import importlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def optional_dependency_skip_reason(*modules: str) -> str | None:
+    """Return why tests needing ``modules`` must be skipped, or None if all import."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # ImportError, or a broken install
+            missing.append(f"{name} ({type(err).__name__}: {err})")
+    if missing:
+        return (
+            "needs " + ", ".join(missing) + "; install them with "
+            "`pip install torch && pip install --no-deps monai` to run MONAI parity tests"
+        )
+    return None
+
+
+def monai_skip_reason() -> str | None:
+    """Skip reason for tests that need MONAI (and therefore PyTorch)."""
+    return optional_dependency_skip_reason("torch", "monai")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def monai_torch():
+    """``(monai, torch)``, or skip the test with a clear reason."""
+    reason = monai_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import monai
+    import torch
+
+    return monai, torch

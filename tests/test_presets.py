@@ -1,0 +1,115 @@
+"""Preset save/load, built-in listing, checksum and error handling."""
+
+import http.server
+import json
+import shutil
+import threading
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import keras_sl
+from keras_sl import presets
+from keras_sl.data import IDENTITY
+
+
+@pytest.fixture
+def trained_preset(tmp_path):
+    model = keras_sl.SLUNet(levels=3, lift_depth=4, num_selected=2, input_shape=(32, 32, 3))
+    model.slice_head.set_selected([0, 3], [0.1, 0.5, 0.6, 0.2])
+    folder = model.save_to_preset(
+        tmp_path / "p",
+        metadata={"dataset": "unit test", "input_size": [32, 32, 3], "normalization": IDENTITY,
+                  "recipe": "pytest", "metrics": {"test_dice": 0.5}, "license": "Apache-2.0"},
+    )
+    return model, folder
+
+
+def test_round_trip(trained_preset):
+    model, folder = trained_preset
+    for name in ("config.json", "model.weights.h5", "metadata.json"):
+        assert (folder / name).is_file()
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["selected_slices"] == [0, 3]
+    assert meta["weights_sha256"] == presets.sha256_file(folder / "model.weights.h5")
+    assert meta["input_size"] == [32, 32, 3] and meta["license"] == "Apache-2.0"
+    loaded = keras_sl.SLUNet.from_preset(str(folder))
+    assert loaded.selected_slices == [0, 3]
+    x = np.random.default_rng(0).random((1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert loaded.preset_metadata["metrics"]["test_dice"] == 0.5
+
+
+def test_corrupted_weights_are_rejected(trained_preset):
+    _, folder = trained_preset
+    weights = folder / "model.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        keras_sl.SLUNet.from_preset(str(folder))
+
+
+def test_mismatching_weights_are_rejected(trained_preset, tmp_path):
+    _, folder = trained_preset
+    other = keras_sl.SLUNet(levels=4, lift_depth=8, num_selected=2, input_shape=(32, 32, 3))
+    other.save_weights(tmp_path / "other.weights.h5")
+    shutil.copy(tmp_path / "other.weights.h5", folder / "model.weights.h5")
+    meta = json.loads((folder / "metadata.json").read_text())
+    meta["weights_sha256"] = presets.sha256_file(folder / "model.weights.h5")
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="different architecture"):
+        keras_sl.SLUNet.from_preset(str(folder))
+
+
+def test_unknown_preset_lists_available_names():
+    with pytest.raises(ValueError, match="Built-in presets") as err:
+        keras_sl.SLUNet.from_preset("no_such_preset")
+    for name in presets.list_presets():
+        assert name in str(err.value)
+
+
+def test_wrong_class(trained_preset):
+    _, folder = trained_preset
+    with pytest.raises(ValueError, match="SLUNet"):
+        keras_sl.UNet.from_preset(str(folder))
+
+
+def test_builtin_presets_load_offline():
+    available = presets.list_presets()
+    if not available:
+        pytest.skip("no built-in presets in pretrained/ yet")
+    for name, meta in available.items():
+        cls = getattr(keras_sl, meta["class_name"])
+        model = cls.from_preset(name)
+        assert model.count_params() == meta["parameter_count"]
+        if "selected_slices" in meta:
+            assert model.selected_slices == meta["selected_slices"]
+
+
+def test_archive_url_download(trained_preset, tmp_path, monkeypatch):
+    """The real download path, served from a local HTTP server."""
+    model, folder = trained_preset
+    monkeypatch.setenv("KERAS_SL_CACHE", str(tmp_path / "cache"))
+    archive = tmp_path / "www" / "preset.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in folder.iterdir():
+            z.write(f, f"my_preset/{f.name}")
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(archive.parent), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/preset.zip"
+        loaded = keras_sl.SLUNet.from_preset(url)
+        assert loaded.selected_slices == [0, 3]
+        # second call uses the cache
+        assert keras_sl.SLUNet.from_preset(url).selected_slices == [0, 3]
+        with pytest.raises(OSError, match="Could not download"):
+            keras_sl.SLUNet.from_preset(f"http://127.0.0.1:{server.server_port}/missing.zip")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -113,3 +113,16 @@ def test_archive_url_download(trained_preset, tmp_path, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_builtin_demo_preset_reference_output():
+    """Built-in preset, loaded offline on this backend, gives the stored outputs."""
+    from keras_sl.data import make_cells
+
+    model = keras_sl.SLUNet.from_preset("demo_cells")
+    assert model.selected_slices == [2, 5, 6, 9, 13]
+    x, _ = make_cells(4, 64, seed=10000)  # first images of the demo's test split
+    probs, q = model.predict_quality(x, verbose=0)
+    # reference values recorded with the TensorFlow backend when the preset was made
+    np.testing.assert_allclose(q, [0.9751, 0.9627, 0.9486, 0.8626], atol=2e-3)
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.17289, 0.18110, 0.16735, 0.08682], atol=1e-3)

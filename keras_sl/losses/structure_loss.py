@@ -6,6 +6,30 @@ import keras
 from keras import ops
 
 
+def box_mean(x, kernel: int):
+    """Mean over a ``kernel``-wide cube around each element, zero padding
+    included in the count (PyTorch's ``avg_pool(..., padding=k//2)``).
+
+    Computed with running sums (cost independent of ``kernel``), axis by
+    axis, for channels_last ``(B, *spatial, C)`` tensors.
+    """
+    if kernel % 2 != 1:
+        raise ValueError(f"kernel must be odd, got {kernel}.")
+    rank = len(x.shape) - 2
+    pad = kernel // 2
+    for axis in range(1, rank + 1):
+        widths = [(0, 0)] * (rank + 2)
+        widths[axis] = (pad + 1, pad)
+        c = ops.cumsum(ops.pad(x, widths), axis=axis)
+        n = c.shape[axis]
+        hi = [slice(None)] * (rank + 2)
+        lo = [slice(None)] * (rank + 2)
+        hi[axis] = slice(kernel, n)
+        lo[axis] = slice(0, n - kernel)
+        x = c[tuple(hi)] - c[tuple(lo)]
+    return x / float(kernel**rank)
+
+
 def boundary_weights(mask, kernel: int = 31, strength: float = 5.0):
     """``1 + strength * |avgpool_k(mask) - mask|`` for ``(B, *spatial, C)`` masks.
 
@@ -13,11 +37,7 @@ def boundary_weights(mask, kernel: int = 31, strength: float = 5.0):
     ``avg_pool2d(..., padding=k//2)`` default), so borders get extra weight
     exactly as in the reference implementation.
     """
-    rank = len(mask.shape) - 2
-    pad = kernel // 2
-    padded = ops.pad(mask, [(0, 0)] + [(pad, pad)] * rank + [(0, 0)])
-    pooled = ops.average_pool(padded, kernel, strides=1, padding="valid", data_format="channels_last")
-    return 1.0 + strength * ops.abs(pooled - mask)
+    return 1.0 + strength * ops.abs(box_mean(mask, kernel) - mask)
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")

@@ -221,12 +221,6 @@ def test_convolution_matches_numpy_reference(rank, spatial, kernel_size, strides
     np.testing.assert_allclose(np.moveaxis(y_cf, 1, -1), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Convolution(transposed=True) with stride > kernel_size - (k-1)//2 (e.g. k=3, s=3) "
-    "returns one element fewer than PyTorch/compute_output_shape: the crop never pads the "
-    "missing output_padding at the end (keras_sl/layers/convolution.py, call()).",
-)
 def test_convolution_transposed_stride_larger_than_padding(rng):
     x = rng.normal(size=(1, 4, 2)).astype("float32")
     layer = Convolution(1, 2, kernel_size=3, strides=3, transposed=True)
@@ -403,12 +397,6 @@ def test_slice_head_set_selected_validation():
         SliceHead(depth=4, num_selected=2, reduction="max")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SliceHead.set_selected assigns the new indices before it validates slice_losses, so a "
-    "call that raises ValueError still changes the selection (keras_sl/layers/slice_head.py, "
-    "set_selected).",
-)
 def test_slice_head_set_selected_bad_losses_is_atomic():
     head = SliceHead(depth=6, num_selected=3)
     with pytest.raises(ValueError, match="6 entries"):

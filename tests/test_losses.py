@@ -284,12 +284,6 @@ def test_slice_supervision_rank_error(slice_batch):
         SliceSupervision(StructureLoss())(y, p[:, 0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SliceSupervision._fold transposes y_true for channels_first before its rank check, so "
-    "a k-D y_pred fails inside ops.transpose with a backend error instead of the helpful "
-    "ValueError (keras_sl/losses/slice_supervision.py, _fold).",
-)
 def test_slice_supervision_rank_error_channels_first(slice_batch):
     y, p = slice_batch
     loss = SliceSupervision(StructureLoss(), data_format="channels_first")

@@ -269,12 +269,6 @@ def test_correlation_validation():
         pqa.correlation([0.1, 0.2, 0.3], [0.3, 0.4])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The docstring example of keras_sl.pqa.correlation claims pearson_r 0.974 for "
-    "q=[0.2, 0.5, 0.9, 0.7], dice=[0.1, 0.6, 0.95, 0.6]; the true value is 0.962 "
-    "(keras_sl/pqa.py, correlation docstring).",
-)
 def test_correlation_docstring_example():
     import doctest
 

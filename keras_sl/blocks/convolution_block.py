@@ -34,7 +34,7 @@ class ConvNormAct(keras.layers.Layer):
     Example:
     >>> import numpy as np
     >>> block = ConvNormAct(rank=2, filters=32, strides=2)
-    >>> block(np.zeros((1, 64, 64, 3), "float32")).shape
+    >>> tuple(block(np.zeros((1, 64, 64, 3), "float32")).shape)
     (1, 32, 32, 32)
     """
 

@@ -24,7 +24,7 @@ class ResidualUnit(keras.layers.Layer):
     Example:
     >>> import numpy as np
     >>> unit = ResidualUnit(rank=3, filters=8, strides=2)
-    >>> unit(np.zeros((1, 16, 32, 32, 3), "float32")).shape
+    >>> tuple(unit(np.zeros((1, 16, 32, 32, 3), "float32")).shape)
     (1, 8, 16, 16, 8)
     """
 

@@ -14,8 +14,8 @@ def normalize(images, spec: dict | None) -> np.ndarray:
     """``(images * scale - mean) / std`` per channel (channels_last).
 
     Example:
-    >>> normalize(np.full((1, 1, 1, 3), 255, "uint8"), IMAGENET).round(3).tolist()
-    [[[[2.249, 2.429, 2.64]]]]
+    >>> [round(float(v), 3) for v in normalize(np.full((1, 1, 1, 3), 255, "uint8"), IMAGENET).ravel()]
+    [2.249, 2.429, 2.64]
     """
     x = np.asarray(images, dtype="float32")
     if not spec:

@@ -49,7 +49,7 @@ class Convolution(keras.layers.Layer):
     Example:
     >>> import numpy as np
     >>> layer = Convolution(rank=3, filters=8, kernel_size=3, strides=2)
-    >>> layer(np.zeros((1, 16, 32, 32, 3), "float32")).shape
+    >>> tuple(layer(np.zeros((1, 16, 32, 32, 3), "float32")).shape)
     (1, 8, 16, 16, 8)
     """
 
@@ -157,6 +157,26 @@ class Convolution(keras.layers.Layer):
             pad[self._first_spatial + i] = (p, p)
         return ops.pad(x, pad)
 
+    def _crop_transposed(self, y):
+        """Crop Keras' "valid" transposed output to PyTorch's alignment.
+
+        Keras returns ``L*s + max(k-s, 0)`` elements per axis; PyTorch with
+        ``padding=p=(k-1)//2, output_padding=s-1`` keeps ``L*s`` of them
+        starting at ``p``, zeros (then the bias) past the end.
+        """
+        slices = [slice(None)] * (self.rank + 2)
+        widths = [(0, 0)] * (self.rank + 2)
+        for i in range(self.rank):
+            axis = self._first_spatial + i
+            p, s, k = self.pads[i], self.strides[i], self.kernel_size[i]
+            behind = max(k - s, 0) - p  # >0: crop behind; <0: zeros to append
+            slices[axis] = slice(p, -behind if behind > 0 else None)
+            widths[axis] = (0, max(0, -behind))
+        y = y[tuple(slices)]
+        if any(w[1] for w in widths):
+            y = ops.pad(y, widths)
+        return y
+
     def call(self, inputs):
         if self.transposed:
             y = self._native(
@@ -169,15 +189,7 @@ class Convolution(keras.layers.Layer):
                 ),
                 inputs,
             )
-            # Full ("valid") output has length (L-1)*s + k. PyTorch keeps
-            # [p, p + (L-1)*s + k - 2p + (s-1)): crop p in front, p-(s-1) behind.
-            if any(self.pads):
-                slices = [slice(None)] * (self.rank + 2)
-                for i in range(self.rank):
-                    p, s = self.pads[i], self.strides[i]
-                    stop = -(p - (s - 1)) if p - (s - 1) > 0 else None
-                    slices[self._first_spatial + i] = slice(p, stop)
-                y = y[tuple(slices)]
+            y = self._crop_transposed(y)
         else:
             x = inputs
             if all(s == 1 for s in self.strides):

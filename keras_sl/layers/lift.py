@@ -18,7 +18,7 @@ class Lift(keras.layers.Layer):
 
     Example:
     >>> import numpy as np
-    >>> Lift(depth=16)(np.zeros((2, 64, 64, 3), "float32")).shape
+    >>> tuple(Lift(depth=16)(np.zeros((2, 64, 64, 3), "float32")).shape)
     (2, 16, 64, 64, 3)
     """
 

@@ -35,7 +35,7 @@ class SliceHead(keras.layers.Layer):
     Example:
     >>> import numpy as np
     >>> head = SliceHead(depth=16, num_selected=5)
-    >>> head(np.zeros((2, 16, 32, 32, 1), "float32")).shape
+    >>> tuple(head(np.zeros((2, 16, 32, 32, 1), "float32")).shape)
     (2, 32, 32, 1)
     """
 
@@ -105,7 +105,8 @@ class SliceHead(keras.layers.Layer):
         return [int(v) for v in ops.convert_to_numpy(self.selected)]
 
     def set_selected(self, slices, slice_losses=None) -> None:
-        self.selected.assign(np.asarray(self._validate(slices), dtype="int32"))
+        """Set the selection (and optionally the per-slice losses), atomically."""
+        selected = np.asarray(self._validate(slices), dtype="int32")
         if slice_losses is not None:
             losses = np.asarray(slice_losses, dtype="float32").reshape(-1)
             if losses.shape != (self.depth,):
@@ -113,6 +114,7 @@ class SliceHead(keras.layers.Layer):
                     f"slice_losses must have {self.depth} entries, got {losses.shape}."
                 )
             self.slice_losses.assign(losses)
+        self.selected.assign(selected)
 
     def get_slice_losses(self) -> np.ndarray:
         return np.asarray(ops.convert_to_numpy(self.slice_losses), dtype="float32")

@@ -38,11 +38,6 @@ class SliceSupervision(keras.losses.Loss):
 
     def _fold(self, y_true, y_pred):
         """Fold slices into the batch: (B*m, *spatial, K) for both tensors."""
-        if self.data_format == "channels_first":
-            nd = len(y_pred.shape)
-            y_pred = ops.moveaxis(y_pred, 2, 1)  # (B, m, K, *spatial)
-            y_pred = ops.transpose(y_pred, (0, 1, *range(3, nd), 2))
-            y_true = ops.transpose(y_true, (0, *range(2, nd - 1), 1))
         if len(y_true.shape) != len(y_pred.shape) - 1:
             raise ValueError(
                 "SliceSupervision expects slice logits with one more axis than the "
@@ -50,6 +45,11 @@ class SliceSupervision(keras.losses.Loss):
                 "Use it with an SL model (e.g. keras_sl.SLUNet), or use the plain loss "
                 "for k-D models."
             )
+        if self.data_format == "channels_first":
+            nd = len(y_pred.shape)
+            y_pred = ops.moveaxis(y_pred, 2, 1)  # (B, m, K, *spatial)
+            y_pred = ops.transpose(y_pred, (0, 1, *range(3, nd), 2))
+            y_true = ops.transpose(y_true, (0, *range(2, nd - 1), 1))
         shape = ops.shape(y_pred)
         batch, depth = shape[0], y_pred.shape[1]
         y_true = ops.cast(y_true, y_pred.dtype)

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_sl.presets.preset_io import PresetMixin
+from keras_sl import backend_defaults
 from keras_sl.layers.lift import Lift
 from keras_sl.layers.slice_head import SliceHead
 from keras_sl.models.unet.unet import UNet
@@ -192,8 +193,10 @@ class SLUNet(PresetMixin, keras.Model):
         Defaults: AdamW(lr 1e-3, weight decay 1e-2, gradient values clipped
         to 0.5), the structure loss (WBCE + WIoU) on every slice for K=1 or
         categorical cross-entropy on every slice for K>1, and a slice-mean
-        Dice monitor. On TensorFlow, ``jit_compile="auto"`` resolves to False:
-        XLA's CPU Conv3D is 30-100x slower than TensorFlow's native kernel.
+        Dice monitor. Backend defaults (``keras_sl.backend_defaults``): on
+        TensorFlow ``jit_compile="auto"`` resolves to False (XLA's CPU Conv3D
+        is 30-100x slower than the native kernel); on torch glibc's allocator
+        is tuned so activations are not page-faulted in every step.
         """
         from keras_sl import losses as sl_losses
         from keras_sl.metrics import Dice
@@ -214,7 +217,7 @@ class SLUNet(PresetMixin, keras.Model):
                 if self.activation is None
                 else [Dice(num_classes=self.num_classes, from_logits=True, from_slices=True, data_format=self.data_format)]
             )
-        jit_compile = resolve_jit_compile(jit_compile)
+        jit_compile = backend_defaults.apply(jit_compile)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
 
     def compile_from_config(self, config):
@@ -313,16 +316,3 @@ class SLUNet(PresetMixin, keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
-
-def resolve_jit_compile(jit_compile):
-    """Backend-aware default for ``compile(jit_compile=...)``.
-
-    TensorFlow: ``"auto"`` -> False (XLA Conv3D is 30-100x slower than the
-    native kernel on CPU). Torch: ``"auto"`` -> False (Keras' default;
-    torch.compile is opt-in). JAX always compiles with XLA.
-    """
-    if jit_compile != "auto":
-        return jit_compile
-    if keras.backend.backend() in ("tensorflow", "torch"):
-        return False
-    return "auto"

@@ -1,0 +1,61 @@
+"""Backend-specific performance defaults applied by ``SLUNet.compile()``.
+
+Two traps measured on CPU:
+
+* TensorFlow: XLA's Conv3D (``jit_compile=True``, which Keras' ``"auto"``
+  picks) runs 30-100x slower than TensorFlow's native kernel.
+* PyTorch: glibc returns every large activation buffer to the OS after each
+  step and page-faults it back on the next one; a training step of an
+  SL-UNet took 2-3 s instead of 0.07 s. Raising glibc's mmap/trim thresholds
+  (``mallopt``) keeps the buffers in the heap. Set
+  ``KERAS_SL_MALLOC_TUNING=0`` to leave the allocator alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+import keras
+
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+_MALLOC_TUNED = False
+
+
+def resolve_jit_compile(jit_compile):
+    """``"auto"`` -> False on TensorFlow and torch; JAX always uses XLA."""
+    if jit_compile != "auto":
+        return jit_compile
+    if keras.backend.backend() in ("tensorflow", "torch"):
+        return False
+    return "auto"
+
+
+def tune_malloc() -> bool:
+    """Keep large buffers in glibc's heap (Linux only). Returns True if applied."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    if os.environ.get("KERAS_SL_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (e.g. musl)
+    ok = mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's maximum
+    ok &= mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    ok &= mallopt(_M_TOP_PAD, 256 * 1024 * 1024)
+    _MALLOC_TUNED = bool(ok)
+    return _MALLOC_TUNED
+
+
+def apply(jit_compile):
+    """Apply the defaults for the current backend; returns ``jit_compile``."""
+    if keras.backend.backend() == "torch":
+        tune_malloc()
+    return resolve_jit_compile(jit_compile)

@@ -8,12 +8,12 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from keras_sl.presets.preset_io import PresetMixin
 from keras_sl import backend_defaults
 from keras_sl.layers.lift import Lift
 from keras_sl.layers.slice_head import SliceHead
+from keras_sl.models.base import SLModel
 from keras_sl.models.unet.unet import UNet
-from keras_sl.utils.checks import check_binary_mask, check_image_batch, total_strides
+from keras_sl.utils.checks import check_binary_mask, total_strides
 from keras_sl.utils.layout import standardize_data_format
 from keras_sl.utils.padding import pad_to_multiple
 
@@ -32,7 +32,7 @@ def lifted_strides(levels: int, lift_depth: int, rank: int = 2) -> tuple:
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
-class SLUNet(PresetMixin, keras.Model):
+class SLUNet(SLModel):
     """Spatial-Lifting UNet for k-D dense prediction (paper Section III).
 
     The image ``(B, H, W, C)`` is lifted to ``(B, m, H, W, C)`` (eq. 1) and
@@ -172,20 +172,6 @@ class SLUNet(PresetMixin, keras.Model):
         """
         return self.backbone.count_params()
 
-    # -- input checks ----------------------------------------------------------
-    def _check(self, shape, divisible: bool = True):
-        check_image_batch(
-            shape, in_channels=self.in_channels,
-            multiples=self.stride_multiple if divisible else (1,) * len(self.stride_multiple),
-            data_format=self.data_format, model_name=self.name,
-        )
-
-    def __call__(self, inputs, *args, **kwargs):
-        shape = getattr(inputs, "shape", None)
-        if shape is not None:
-            self._check(shape)
-        return super().__call__(inputs, *args, **kwargs)
-
     # -- training ---------------------------------------------------------------
     def compile(self, optimizer="auto", loss="auto", metrics="auto", jit_compile="auto", **kwargs):
         """Compile with the paper's defaults (Table V) where ``"auto"``.
@@ -311,8 +297,4 @@ class SLUNet(PresetMixin, keras.Model):
             "name": self.name,
             "trainable": self.trainable,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 

@@ -6,15 +6,15 @@ from typing import Sequence
 
 import keras
 
-from keras_sl.presets.preset_io import PresetMixin
 from keras_sl.blocks.convolution_block import ConvNormAct
 from keras_sl.blocks.residual_unit import ResidualUnit
-from keras_sl.utils.checks import check_image_batch, total_strides
+from keras_sl.models.base import SLModel
+from keras_sl.utils.checks import total_strides
 from keras_sl.utils.layout import channel_axis, standardize_data_format
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
-class UNet(PresetMixin, keras.Model):
+class UNet(SLModel):
     """UNet with residual units, identical to ``monai.networks.nets.UNet``.
 
     The same builder makes 1-D, 2-D and 3-D networks (``spatial_dims``), so
@@ -146,15 +146,6 @@ class UNet(PresetMixin, keras.Model):
         """Each spatial size must be a multiple of this (total stride)."""
         return total_strides(self.strides, self.spatial_dims)
 
-    def __call__(self, inputs, *args, **kwargs):
-        shape = getattr(inputs, "shape", None)
-        if shape is not None:
-            check_image_batch(
-                shape, in_channels=self.in_channels, multiples=self.stride_multiple,
-                data_format=self.data_format, model_name=self.name,
-            )
-        return super().__call__(inputs, *args, **kwargs)
-
     def get_config(self):
         return {
             "spatial_dims": self.spatial_dims,
@@ -171,7 +162,3 @@ class UNet(PresetMixin, keras.Model):
             "name": self.name,
             "trainable": self.trainable,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -1,0 +1,125 @@
+"""Backend-agnostic input pipeline (``keras.utils.PyDataset``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+import numpy as np
+from PIL import Image
+
+from keras_sl.data.normalization import normalize
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]):
+    """Bilinear image, nearest-neighbour mask, to ``size = (H, W)``."""
+    h, w = size
+    img = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR)) if image.shape[:2] != (h, w) else image
+    if mask is None:
+        return img, None
+    if mask.shape[:2] != (h, w):
+        mask = np.asarray(Image.fromarray(mask[..., 0].astype("float32"), mode="F").resize((w, h), Image.NEAREST))[..., None]
+    return img, mask
+
+
+def round_to_multiple(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+class SegmentationLoader(keras.utils.PyDataset):
+    """Batches of ``(normalised images, masks)`` read from a keras_sl dataset.
+
+    Decodes files on demand (``workers`` threads in parallel) — nothing
+    requires the whole dataset in memory; ``cache=True`` keeps the decoded,
+    resized pairs of small datasets. Training augmentation: random
+    horizontal/vertical flips and, per batch, one of ``scales`` (the paper's
+    multi-scale training, 0.75/1.0/1.25), the scaled size rounded to a
+    multiple of the network stride.
+
+    Example::
+
+        ds = keras_sl.datasets.KvasirSEG("data/kvasir-seg")
+        train = SegmentationLoader(ds, ds.split("train"), batch_size=8,
+                                   image_size=(256, 256), augment=True)
+        model.fit(train, epochs=40)
+    """
+
+    def __init__(
+        self,
+        dataset,
+        samples: Sequence,
+        batch_size: int = 8,
+        image_size: tuple[int, int] | None = (256, 256),
+        normalization: dict | None = None,
+        augment: bool = False,
+        scales: Sequence[float] = (0.75, 1.0, 1.25),
+        multiple: int = 32,
+        shuffle: bool | None = None,
+        seed: int = 0,
+        cache: bool = False,
+        workers: int = 1,
+        **kwargs,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
+        if not samples:
+            raise ValueError(f"No samples to load from {dataset!r}; check the dataset folder and split name.")
+        self.dataset = dataset
+        self.samples = list(samples)
+        self.batch_size = int(batch_size)
+        self.image_size = tuple(image_size) if image_size else None
+        self.normalization = normalization
+        self.augment = augment
+        self.scales = tuple(scales) if augment else (1.0,)
+        self.multiple = int(multiple)
+        self.shuffle = augment if shuffle is None else shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+        self._cache = {} if cache else None
+        self._order = self._make_order()
+
+    def _make_order(self):
+        idx = np.arange(len(self.samples))
+        if self.shuffle:
+            np.random.default_rng((self.seed, self.epoch)).shuffle(idx)
+        return idx
+
+    def __len__(self):
+        return math.ceil(len(self.samples) / self.batch_size)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._make_order()
+
+    def _pair(self, i: int):
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        image, mask = self.dataset.load(self.samples[i])
+        if self.image_size:
+            image, mask = resize_pair(image, mask, self.image_size)
+        if self._cache is not None:
+            self._cache[i] = (image, mask)
+        return image, mask
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        ids = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        pairs = [self._pair(int(i)) for i in ids]
+        scale = float(rng.choice(self.scales))
+        if self.image_size and scale != 1.0:
+            size = tuple(round_to_multiple(s * scale, self.multiple) for s in self.image_size)
+            pairs = [resize_pair(img, m, size) for img, m in pairs]
+        shapes = {p[0].shape for p in pairs}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"Images in a batch have different sizes {sorted(shapes)}; pass image_size=(H, W) "
+                "to resize them, or batch_size=1."
+            )
+        x = np.stack([p[0] for p in pairs]).astype("float32")
+        y = np.stack([p[1] for p in pairs]).astype("float32")
+        if self.augment:
+            flip_h = rng.random(len(x)) < 0.5
+            flip_v = rng.random(len(x)) < 0.5
+            x[flip_h], y[flip_h] = x[flip_h, :, ::-1], y[flip_h, :, ::-1]
+            x[flip_v], y[flip_v] = x[flip_v, ::-1], y[flip_v, ::-1]
+        return normalize(x, self.normalization), y

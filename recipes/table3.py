@@ -1,0 +1,41 @@
+"""Table III recipe: UNet vs SL-UNet on a segmentation dataset.
+
+Example (one configuration; resumes if interrupted):
+
+    KERAS_BACKEND=tensorflow python recipes/table3.py --dataset kvasir \
+        --data ../shared/data/kvasir-seg --model sl_unet --levels 8 --res 2 \
+        --resolution 256 --epochs 40 --out runs/kvasir_sl_8l2r --preset pretrained/kvasir
+"""
+
+import argparse
+import shlex
+import sys
+
+from keras_sl.training import train_segmentation
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data", required=True, help="dataset folder in its official layout")
+    p.add_argument("--model", choices=["sl_unet", "unet"], default="sl_unet")
+    p.add_argument("--levels", type=int, choices=[5, 8], default=5)
+    p.add_argument("--res", type=int, choices=[1, 2], default=1, help="residual units")
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-multiscale", action="store_true")
+    p.add_argument("--out", required=True, help="run folder (log.csv, backup/, results.json)")
+    p.add_argument("--preset", help="also save the trained model as a preset folder here")
+    args = p.parse_args(argv)
+    command = "python recipes/table3.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    train_segmentation(
+        args.dataset, args.data, args.out, model=args.model, levels=args.levels, num_res_units=args.res,
+        resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        multiscale=not args.no_multiscale, preset_dir=args.preset, command=command,
+    )
+
+
+if __name__ == "__main__":
+    main()

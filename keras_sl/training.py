@@ -69,7 +69,7 @@ def train_segmentation(
         raise ValueError(f"resolution {resolution} must be a multiple of the network stride {stride}.")
     size = (resolution, resolution)
     train = SegmentationLoader(ds, ds.split("train"), batch_size, size, normalization, augment=True,
-                               scales=(0.75, 1.0, 1.25) if multiscale else (1.0,), multiple=stride,
+                               scales=(0.75, 1.0, 1.25) if multiscale else (1.0,),
                                seed=seed, cache=True, workers=2)
     steps = len(train)
     schedule = keras.optimizers.schedules.CosineDecayRestarts(learning_rate, first_decay_steps=restart_epochs * steps)

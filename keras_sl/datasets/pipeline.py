@@ -23,8 +23,21 @@ def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int
     return img, mask
 
 
-def round_to_multiple(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+def zoom_pair(image: np.ndarray, mask: np.ndarray, scale: float, size: tuple[int, int], rng):
+    """Rescale by ``scale`` and bring back to ``size``: random crop when
+    enlarged, reflect padding (mask: zeros) when shrunk."""
+    h, w = size
+    zh, zw = max(1, round(h * scale)), max(1, round(w * scale))
+    image, mask = resize_pair(image, mask, (zh, zw))
+    if scale > 1:
+        top, left = int(rng.integers(0, zh - h + 1)), int(rng.integers(0, zw - w + 1))
+        return image[top : top + h, left : left + w], mask[top : top + h, left : left + w]
+    ph, pw = h - zh, w - zw
+    top, left = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
+    pads = ((top, ph - top), (left, pw - left))
+    image = np.pad(image, pads + ((0, 0),), mode="reflect" if min(zh, zw) > max(ph, pw) else "edge")
+    mask = np.pad(mask, pads + ((0, 0),))
+    return image, mask
 
 
 class SegmentationLoader(keras.utils.PyDataset):
@@ -34,8 +47,9 @@ class SegmentationLoader(keras.utils.PyDataset):
     requires the whole dataset in memory; ``cache=True`` keeps the decoded,
     resized pairs of small datasets. Training augmentation: random
     horizontal/vertical flips and, per batch, one of ``scales`` (the paper's
-    multi-scale training, 0.75/1.0/1.25), the scaled size rounded to a
-    multiple of the network stride.
+    multi-scale training, 0.75/1.0/1.25) applied as a zoom that keeps the
+    batch shape (crop when enlarged, reflect-pad when shrunk): Keras' dataset
+    adapters need one input shape per run.
 
     Example::
 
@@ -54,7 +68,6 @@ class SegmentationLoader(keras.utils.PyDataset):
         normalization: dict | None = None,
         augment: bool = False,
         scales: Sequence[float] = (0.75, 1.0, 1.25),
-        multiple: int = 32,
         shuffle: bool | None = None,
         seed: int = 0,
         cache: bool = False,
@@ -71,7 +84,6 @@ class SegmentationLoader(keras.utils.PyDataset):
         self.normalization = normalization
         self.augment = augment
         self.scales = tuple(scales) if augment else (1.0,)
-        self.multiple = int(multiple)
         self.shuffle = augment if shuffle is None else shuffle
         self.seed = int(seed)
         self.epoch = 0
@@ -107,8 +119,7 @@ class SegmentationLoader(keras.utils.PyDataset):
         pairs = [self._pair(int(i)) for i in ids]
         scale = float(rng.choice(self.scales))
         if self.image_size and scale != 1.0:
-            size = tuple(round_to_multiple(s * scale, self.multiple) for s in self.image_size)
-            pairs = [resize_pair(img, m, size) for img, m in pairs]
+            pairs = [zoom_pair(img, m, scale, self.image_size, rng) for img, m in pairs]
         shapes = {p[0].shape for p in pairs}
         if len(shapes) > 1:
             raise ValueError(

@@ -1,11 +1,13 @@
-"""``keras-sl`` command line: demo, profile, presets."""
+"""``keras-sl`` command line: demo, profile, presets, evaluate, predict, train."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import sys
+from pathlib import Path
 
 
 def _quiet_tf() -> None:
@@ -47,6 +49,105 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _preset_io(preset: str):
+    """Model, input resolution and normalisation of a preset."""
+    from keras_sl.presets import load_preset
+
+    model = load_preset(preset)
+    meta = model.preset_metadata
+    size = meta.get("input_size")
+    return model, (tuple(size[:2]) if size else None), meta.get("normalization"), meta
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from keras_sl.datasets import get as get_dataset
+    from keras_sl.evaluation import evaluate_segmentation
+
+    model, resolution, norm, meta = _preset_io(args.preset)
+    name = args.dataset or meta.get("dataset")
+    ds = get_dataset(name, args.data)
+    samples = ds.split(args.split)
+    if args.limit:
+        samples = samples[: args.limit]
+    result = evaluate_segmentation(model, ds, samples, resolution, norm)
+    summary = {k: v for k, v in result.items() if k != "per_image"}
+    summary.update(preset=args.preset, dataset=name, split=args.split)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({**summary, "per_image": result["per_image"]}, indent=2))
+    if args.out:
+        from keras_sl.datasets.pipeline import resize_pair
+        from keras_sl.data.normalization import normalize
+        from keras_sl.visualize import save_scatter, save_slice_figure
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = result["per_image"]
+        if rows and rows[0]["q"] is not None:
+            save_scatter(out / "pqa_scatter.png", [r["q"] for r in rows], [r["dice"] for r in rows],
+                         title=f"{args.preset} {name} {args.split}")
+            pairs = [ds.load(s) for s in samples[:4]]
+            size = resolution or pairs[0][0].shape[:2]
+            pairs = [resize_pair(i, m, size) for i, m in pairs]
+            x = normalize(np.stack([p[0] for p in pairs]), norm)
+            probs, q = model.predict_quality(x, verbose=0)
+            slices = model.predict_slices(x, verbose=0)
+            save_slice_figure(out / "slices.png", np.stack([p[0] for p in pairs]) / 255.0,
+                              np.stack([p[1] for p in pairs]), probs, np.asarray(slices),
+                              model.selected_slices, q, [r["dice"] for r in rows[:4]])
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from keras_sl.datasets.base import Dataset
+    from keras_sl.evaluation import predict_image
+
+    model, resolution, norm, meta = _preset_io(args.preset)
+    threshold = args.q_threshold if args.q_threshold is not None else meta.get("pqa_threshold", DEFAULT_Q_THRESHOLD)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in args.images:
+        image = Dataset.read_image(path)
+        prob, q = predict_image(model, image, resolution, norm)
+        mask = ((prob[..., 0] > 0.5) * 255).astype("uint8")
+        target = out / f"{Path(path).stem}_mask.png"
+        Image.fromarray(mask).save(target)
+        rec = {"image": str(path), "mask": str(target), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
+               "foreground_fraction": float((mask > 0).mean())}
+        if q is not None:
+            rec.update(q=q, low_quality=bool(q < threshold))
+        records.append(rec)
+        flag = "  LOW QUALITY" if rec.get("low_quality") else ""
+        print(f"{path}: mask {target}" + (f", Q={q:.3f}{flag}" if q is not None else ""))
+    (out / "predictions.json").write_text(json.dumps(
+        {"preset": args.preset, "q_threshold": threshold, "predictions": records}, indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from keras_sl.training import train_segmentation
+
+    train_segmentation(
+        args.dataset, args.data, args.out, model=args.model, levels=args.levels, num_res_units=args.res,
+        resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        init_preset=args.preset, preset_dir=args.save_preset, command="keras-sl " + " ".join(shlex.quote(a) for a in args.argv),
+        verbose=args.verbose,
+    )
+    return 0
+
+
+#: Images whose PQA score Q falls below this are flagged as low quality by
+#: ``keras-sl predict`` (a preset's metadata may set its own ``pqa_threshold``).
+DEFAULT_Q_THRESHOLD = 0.8
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-sl", description="Spatial Lifting models for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,12 +169,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = sub.add_parser("presets", help="list built-in presets")
     presets.set_defaults(func=cmd_presets)
+
+    ev = sub.add_parser("evaluate", help="Dice, IoU and PQA correlation of a preset on a dataset split")
+    ev.add_argument("--preset", required=True)
+    ev.add_argument("--data", required=True, help="dataset folder (official layout)")
+    ev.add_argument("--dataset", help="dataset reader name (default: the preset's dataset)")
+    ev.add_argument("--split", default="test", choices=["train", "test", "all"])
+    ev.add_argument("--json", help="write the metrics (and per-image rows) here")
+    ev.add_argument("--out", help="folder for the Q-vs-Dice scatter plot and a per-slice figure")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="masks (0/255, input size) and PQA scores for images")
+    pr.add_argument("--preset", required=True)
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--q-threshold", type=float, help=f"flag images with Q below this (default {DEFAULT_Q_THRESHOLD})")
+    pr.add_argument("images", nargs="+")
+    pr.set_defaults(func=cmd_predict)
+
+    tr = sub.add_parser("train", help="train (or fine-tune a preset) on a dataset in an official layout")
+    tr.add_argument("--dataset", required=True, help="reader name, e.g. kvasir, dsb2018")
+    tr.add_argument("--data", required=True)
+    tr.add_argument("--out", required=True, help="run folder (log.csv, backup/, results.json)")
+    tr.add_argument("--preset", help="start from this preset's architecture and weights")
+    tr.add_argument("--save-preset", help="save the trained model as a preset folder")
+    tr.add_argument("--model", choices=["sl_unet", "unet"], default="sl_unet")
+    tr.add_argument("--levels", type=int, default=5)
+    tr.add_argument("--res", type=int, default=1)
+    tr.add_argument("--resolution", type=int, default=256)
+    tr.add_argument("--epochs", type=int, default=40)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--verbose", type=int, default=2)
+    tr.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv=None) -> int:
     _quiet_tf()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from keras_sl import losses as sl_losses
 from keras_sl.callbacks import SliceSelection
@@ -46,6 +45,7 @@ def train_segmentation(
     multiscale: bool = True,
     normalization: dict | None = None,
     preset_dir: str | None = None,
+    init_preset: str | None = None,
     command: str = "",
     verbose: int = 1,
 ) -> dict:
@@ -63,7 +63,14 @@ def train_segmentation(
     keras.utils.set_random_seed(seed)
     normalization = normalization or IMAGENET
     ds = get_dataset(dataset, data_dir)
-    net = build_model(model, levels, num_res_units)
+    if init_preset:  # fine-tune: architecture and weights of a preset
+        from keras_sl.presets import load_preset
+
+        net = load_preset(init_preset)
+        normalization = net.preset_metadata.get("normalization", normalization)
+        model = "sl_unet" if isinstance(net, SLUNet) else "unet"
+    else:
+        net = build_model(model, levels, num_res_units)
     stride = max(net.stride_multiple)
     if resolution % stride:
         raise ValueError(f"resolution {resolution} must be a multiple of the network stride {stride}.")
@@ -103,6 +110,8 @@ def train_segmentation(
     if isinstance(net, SLUNet):
         results["selected_slices"] = net.selected_slices
         results["slice_losses"] = [float(v) for v in net.slice_losses]
+    if init_preset:
+        results["init_preset"] = init_preset
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "per_image.json").write_text(json.dumps(test["per_image"], indent=1))
     if preset_dir:
@@ -119,7 +128,3 @@ def train_segmentation(
     if verbose:
         print(json.dumps(results["test"], indent=2))
     return results
-
-
-def _jsonable(x):
-    return x.tolist() if isinstance(x, np.ndarray) else x

@@ -51,3 +51,42 @@ def save_slice_figure(path, images, masks, probs, slice_logits, selected, q=None
     path = Path(path)
     canvas.save(path)
     return path
+
+
+def save_scatter(path, q, dice, title: str = "", size: int = 420) -> Path:
+    """Q-vs-Dice scatter plot (paper Table IV style) as a PNG, no matplotlib."""
+    from keras_sl.pqa import correlation
+
+    q = np.asarray(q, dtype="float64")
+    dice = np.asarray(dice, dtype="float64")
+    margin = 48
+    canvas = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(canvas)
+    x0, y0, x1, y1 = margin, 20, size - 16, size - margin
+    draw.rectangle([x0, y0, x1, y1], outline=(0, 0, 0))
+    lo_q = float(min(q.min(), 0.9 * q.min())) if q.size else 0.0
+    lo_q = max(0.0, min(lo_q, 1.0 - 1e-3))
+
+    def px(qv, dv):
+        u = (qv - lo_q) / max(1.0 - lo_q, 1e-6)
+        return x0 + u * (x1 - x0), y1 - dv * (y1 - y0)
+
+    for t in np.linspace(0, 1, 6):
+        yy = y1 - t * (y1 - y0)
+        draw.line([x0 - 4, yy, x0, yy], fill=(0, 0, 0))
+        draw.text((4, yy - 6), f"{t:.1f}", fill=(0, 0, 0))
+        qq = lo_q + t * (1 - lo_q)
+        xx = x0 + t * (x1 - x0)
+        draw.line([xx, y1, xx, y1 + 4], fill=(0, 0, 0))
+        draw.text((xx - 12, y1 + 6), f"{qq:.2f}", fill=(0, 0, 0))
+    for qv, dv in zip(q, dice):
+        cx, cy = px(qv, dv)
+        draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], outline=(30, 90, 200), fill=(120, 160, 230))
+    stats = correlation(q, dice) if q.size >= 3 else {"pearson_r": float("nan"), "spearman_rho": float("nan")}
+    draw.text((x0 + 6, y0 + 4), f"{title}  r={stats['pearson_r']:.3f}  rho={stats['spearman_rho']:.3f}  n={q.size}",
+              fill=(0, 0, 0))
+    draw.text(((x0 + x1) // 2 - 40, size - 18), "PQA score Q", fill=(0, 0, 0))
+    draw.text((4, 4), "Dice", fill=(0, 0, 0))
+    path = Path(path)
+    canvas.save(path)
+    return path

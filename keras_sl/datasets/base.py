@@ -47,8 +47,12 @@ class Dataset:
     official_split: bool = False
     license: str = ""
     homepage: str = ""
-    download_url: str | None = None
-    download_sha256: str | None = None
+    #: one URL or several (all are fetched) of public archives, else None
+    download_url: str | tuple[str, ...] | None = None
+    #: a digest, a list (one per URL) or a dict keyed by URL or file name
+    download_sha256: str | list | dict | None = None
+    #: unpack archives found inside the downloaded archives (7-Scenes)
+    download_nested: bool = False
     layout: str = ""
     split_seed: int = 2025
 

@@ -56,6 +56,8 @@ class Cityscapes(DepthDataset):
         out = []
         folder = self.root / "leftImg8bit" / part
         for image in sorted(folder.glob("*/*_leftImg8bit.png")):
+            if image.name.startswith("."):  # macOS resource forks (._name)
+                continue
             base = image.name[: -len("_leftImg8bit.png")]
             city = image.parent.name
             disparity = self.root / "disparity" / part / city / f"{base}_disparity.png"

@@ -42,6 +42,8 @@ class DIODE(DepthDataset):
         out = []
         for part in ("train", "val"):
             for image in sorted((self.root / part / "outdoor").glob("*/*/*.png")):
+                if image.name.startswith("."):  # macOS resource forks (._name)
+                    continue
                 depth = image.with_name(image.stem + "_depth.npy")
                 mask = image.with_name(image.stem + "_depth_mask.npy")
                 if depth.is_file() and mask.is_file():

@@ -17,7 +17,7 @@ class FluorescentNeuronalCells(Dataset):
 
     name = "fnc"
     split_sizes = (200, 83)
-    license = "Fluorescent Neuronal Cells: open access on AMS Acta (University of Bologna); see the record for its terms."
+    license = "Fluorescent Neuronal Cells: open access on AMS Acta (Univ. of Bologna); see the record for its terms."
     homepage = "http://amsacta.unibo.it/6706/"
     layout = (
         "  <root>/all_images/images/<name>.png\n"

@@ -12,7 +12,8 @@ _PARTS = {
 
 
 class ISIC2018(Dataset):
-    """Reader for the official ISIC 2018 Task 1 archives (extracted side by side).
+    """Reader for the official ISIC 2018 Task 1 archives (extracted side by side;
+    ``download_url`` lists the four public archives, about 11 GB in all).
 
     Images ``ISIC_NNNNNNN.jpg`` with masks ``ISIC_NNNNNNN_segmentation.png``
     (0/255). The paper uses the 2594 training images for training and the
@@ -26,9 +27,10 @@ class ISIC2018(Dataset):
     split_sizes = (2594, 1000)
     official_split = True
     license = "ISIC 2018: CC BY-NC 4.0 (ISIC Archive terms; see the archives' LICENSE.txt/ATTRIBUTION.txt)."
-    homepage = (
-        "https://challenge.isic-archive.com/data/#2018 (archives "
-        "https://isic-challenge-data.s3.amazonaws.com/2018/<folder>.zip for each folder below)"
+    homepage = "https://challenge.isic-archive.com/data/#2018"
+    # One public archive per folder of the layout (each zip holds its folder).
+    download_url = tuple(
+        f"https://isic-challenge-data.s3.amazonaws.com/2018/{folder}.zip" for pair in _PARTS.values() for folder in pair
     )
     layout = (
         "  <root>/ISIC2018_Task1-2_Training_Input/ISIC_NNNNNNN.jpg\n"

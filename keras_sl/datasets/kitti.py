@@ -55,6 +55,8 @@ class KITTI(DepthDataset):
         depths = files_with_suffix(folder / "groundtruth_depth", [".png"])
         out = []
         for stem, image in images.items():
+            if stem.startswith("."):  # macOS resource forks (._name)
+                continue
             gt = depths.get(self.groundtruth_name(stem))
             if gt is not None:
                 out.append(Sample(stem, image, (gt,)))

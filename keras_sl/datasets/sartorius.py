@@ -26,7 +26,7 @@ class Sartorius(Dataset):
 
     name = "sartorius"
     split_sizes = (540, 66)
-    license = "Sartorius Cell Instance Segmentation: Kaggle competition rules (CC BY-NC 4.0 data, login needed)."
+    license = "Sartorius Cell Instance Segmentation: Kaggle competition data, under the competition rules."
     homepage = "https://www.kaggle.com/competitions/sartorius-cell-instance-segmentation"
     layout = (
         "  <root>/train.csv  (columns id, annotation, width, height, ...)\n"

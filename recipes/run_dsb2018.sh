@@ -8,4 +8,4 @@ RUNS=${RUNS:-runs}
 mkdir -p "$RUNS"
 KERAS_BACKEND=${KERAS_BACKEND:-tensorflow} TF_CPP_MIN_LOG_LEVEL=3 python recipes/table3.py \
   --dataset dsb2018 --data "$DATA" --model sl_unet --levels 5 --res 2 --resolution 96 --epochs 40 \
-  --out "$RUNS/dsb2018_sl_5l2r" --preset pretrained/dsb2018 2>&1 | tee -a "$RUNS/dsb2018_sl_5l2r.log"
+  --out "$RUNS/dsb2018_sl_5l2r" --preset pretrained/dsb2018_sl_unet_5l2r 2>&1 | tee -a "$RUNS/dsb2018_sl_5l2r.log"

@@ -8,4 +8,4 @@ RUNS=${RUNS:-runs}
 mkdir -p "$RUNS"
 KERAS_BACKEND=${KERAS_BACKEND:-tensorflow} TF_CPP_MIN_LOG_LEVEL=3 python recipes/table3.py \
   --dataset kvasir --data "$DATA" --model sl_unet --levels 8 --res 2 --resolution 256 --epochs ${EPOCHS:-40} \
-  --out "$RUNS/kvasir_sl_8l2r" --preset pretrained/kvasir 2>&1 | tee -a "$RUNS/kvasir_sl_8l2r.log"
+  --out "$RUNS/kvasir_sl_8l2r" --preset pretrained/kvasir_sl_unet_8l2r 2>&1 | tee -a "$RUNS/kvasir_sl_8l2r.log"

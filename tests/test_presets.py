@@ -126,3 +126,25 @@ def test_builtin_demo_preset_reference_output():
     # reference values recorded with the TensorFlow backend when the preset was made
     np.testing.assert_allclose(q, [0.9751, 0.9627, 0.9486, 0.8626], atol=2e-3)
     np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.17289, 0.18110, 0.16735, 0.08682], atol=1e-3)
+
+
+def test_builtin_dsb2018_reference_output_and_any_size():
+    """The dsb2018 preset (trained on real data) offline on this backend."""
+    from PIL import Image
+
+    from keras_sl.data import make_cells, normalize
+    from keras_sl.evaluation import predict_image
+
+    model = keras_sl.SLUNet.from_preset("dsb2018")
+    meta = model.preset_metadata
+    assert meta["input_size"] == [96, 96, 3] and meta["metrics"]["test_dice"] > 0.85
+    x, _ = make_cells(2, 96, seed=7)
+    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
+    # reference values recorded with the TensorFlow backend when the preset was made
+    np.testing.assert_allclose(q, [0.8625, 0.8535], atol=2e-3)
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.20591, 0.23270], atol=1e-3)
+    # a "full-resolution" image of arbitrary size gives a mask of that size
+    big = np.asarray(Image.fromarray((x[0] * 255).astype("uint8")).resize((333, 250)))
+    prob, q_big = predict_image(model, big, (96, 96), meta["normalization"])
+    assert prob.shape == (250, 333, 1)
+    assert abs(q_big - 0.876) < 5e-3 and abs(float(prob.mean()) - 0.22177) < 2e-3

@@ -57,8 +57,18 @@ def sha256_file(path: os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def list_presets() -> dict[str, dict]:
-    """Built-in presets: ``{name: metadata}``, sorted by name."""
+ALIASES_FILE = "aliases.json"
+
+
+def builtin_aliases() -> dict[str, str]:
+    """Short names of built-in presets, e.g. ``{"kvasir": "kvasir_sl_unet_8l2r"}``."""
+    path = builtin_dir() / ALIASES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def list_presets(include_aliases: bool = True) -> dict[str, dict]:
+    """Built-in presets: ``{name: metadata}``, sorted by name; aliases point
+    at the same metadata (with an ``alias_of`` entry)."""
     root = builtin_dir()
     out = {}
     if root.is_dir():
@@ -66,7 +76,11 @@ def list_presets() -> dict[str, dict]:
             meta = folder / METADATA_FILE
             if folder.is_dir() and meta.is_file():
                 out[folder.name] = json.loads(meta.read_text())
-    return out
+    if include_aliases:
+        for alias, target in builtin_aliases().items():
+            if target in out:
+                out[alias] = {**out[target], "alias_of": target}
+    return dict(sorted(out.items()))
 
 
 def _download(url: str, sha256: str | None = None) -> Path:
@@ -112,7 +126,7 @@ def resolve(preset: str | os.PathLike) -> Path:
     path = Path(text).expanduser()
     if path.is_dir():
         return path
-    builtin = builtin_dir() / text
+    builtin = builtin_dir() / builtin_aliases().get(text, text)
     if "/" not in text and builtin.is_dir():
         return builtin
     names = ", ".join(sorted(list_presets())) or "(none installed)"

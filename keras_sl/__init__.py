@@ -7,7 +7,7 @@ Example:
 (1, 32, 32, 1)
 """
 
-from keras_sl import callbacks, data, interop, layers, losses, metrics, pqa, presets
+from keras_sl import callbacks, data, distribute, interop, layers, losses, metrics, pqa, presets
 from keras_sl.models.sl_unet import SLUNet
 from keras_sl.models.unet import UNet
 from keras_sl.postprocess import to_labels
@@ -20,6 +20,7 @@ __all__ = [
     "__version__",
     "callbacks",
     "data",
+    "distribute",
     "interop",
     "layers",
     "losses",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def train_segmentation(
     normalization: dict | None = None,
     preset_dir: str | None = None,
     init_preset: str | None = None,
+    data_parallel: bool = False,
     command: str = "",
     verbose: int = 1,
 ) -> dict:
@@ -63,6 +65,13 @@ def train_segmentation(
     keras.utils.set_random_seed(seed)
     normalization = normalization or IMAGENET
     ds = get_dataset(dataset, data_dir)
+    scope = contextlib.ExitStack()
+    if data_parallel:  # build and compile under keras.distribution / tf.distribute
+        from keras_sl.distribute import data_parallel as parallel
+
+        replicas = scope.enter_context(parallel())
+        if verbose:
+            print(f"Data-parallel training on {replicas} device(s).")
     if init_preset:  # fine-tune: architecture and weights of a preset
         from keras_sl.presets import load_preset
 
@@ -99,6 +108,7 @@ def train_segmentation(
     net.save_weights(out / "final.weights.h5")
 
     test = evaluate_segmentation(net, ds, ds.split("test"), size, normalization)
+    scope.close()  # the distribution stays active through fit and evaluation
     results = {
         "dataset": dataset, "model": model, "levels": levels, "num_res_units": num_res_units,
         "resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed,

@@ -1,4 +1,4 @@
-"""``keras-sl`` command line: demo, profile, presets, evaluate, predict, train."""
+"""``keras-sl`` command line: demo, profile, presets, evaluate, predict, train, bench."""
 
 from __future__ import annotations
 
@@ -143,6 +143,44 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from keras_sl.benchmark import format_results, run_benchmark
+
+    def progress(row):
+        print(f"  {row['model']} {row['mode']}: median {row['median_s']:.4f} s "
+              f"(first call {row['warmup_s']:.2f} s)", flush=True)
+
+    report = run_benchmark(args.models, resolution=args.resolution, batch=args.batch, mode=args.mode,
+                           repeats=args.repeats, warmup=args.warmup, seed=args.seed,
+                           matmul_size=args.matmul_size, progress=progress)
+    report["command"] = "keras-sl " + " ".join(shlex.quote(a) for a in args.argv)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    print(format_results(report))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from keras_sl.export import canonical_format, export_preset, native_support
+    from keras_sl.presets.preset_io import read_metadata
+
+    fmt = canonical_format(args.format)
+    native, why = native_support(fmt)
+    if not native:
+        print(f"{fmt}: {why}; exporting in a KERAS_BACKEND=tensorflow subprocess.", file=sys.stderr)
+    path = export_preset(args.preset, args.out, fmt, with_quality=not args.no_quality)
+    meta = read_metadata(args.preset)
+    outputs = ("logits" if meta.get("class_name") == "UNet"
+               else "probabilities" + ("" if args.no_quality else ", quality"))
+    size = meta.get("input_size")
+    print(f"Exported {args.preset} ({fmt}) to {path}: input 'image' float32 "
+          f"(batch, {', '.join(map(str, size)) if size else 'H, W, C'}), outputs {outputs}.")
+    if meta.get("normalization"):
+        print(f"Normalise images first: {json.dumps(meta['normalization'])}.")
+    return 0
+
+
 #: Images whose PQA score Q falls below this are flagged as low quality by
 #: ``keras-sl predict`` (a preset's metadata may set its own ``pqa_threshold``).
 DEFAULT_Q_THRESHOLD = 0.8
@@ -187,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+")
     pr.set_defaults(func=cmd_predict)
 
+    ex = sub.add_parser("export", help="export a preset as a TF SavedModel, ONNX or LiteRT file for serving")
+    ex.add_argument("--preset", required=True)
+    ex.add_argument("--format", required=True, choices=["savedmodel", "onnx", "litert"])
+    ex.add_argument("--out", required=True, help="SavedModel folder, .onnx file or .tflite file")
+    ex.add_argument("--no-quality", action="store_true", help="SL-UNet: export the probabilities only, without Q")
+    ex.set_defaults(func=cmd_export)
+
     tr = sub.add_parser("train", help="train (or fine-tune a preset) on a dataset in an official layout")
     tr.add_argument("--dataset", required=True, help="reader name, e.g. kvasir, dsb2018")
     tr.add_argument("--data", required=True)
@@ -202,6 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--verbose", type=int, default=2)
     tr.set_defaults(func=cmd_train)
+
+    be = sub.add_parser("bench", help="time inference/training steps under the current KERAS_BACKEND")
+    be.add_argument("--models", default="sl_unet_5l1r,unet_5l1r",
+                    help="comma-separated: {sl_unet,unet}_{5,8}l{1,2}r, e.g. sl_unet_8l2r")
+    be.add_argument("--resolution", type=int, default=256, help="square input size (multiple of 16; 128 for 8 levels)")
+    be.add_argument("--batch", type=int, default=4)
+    be.add_argument("--mode", choices=["infer", "train", "both"], default="both")
+    be.add_argument("--repeats", type=int, default=7, help="timed calls per model and mode")
+    be.add_argument("--warmup", type=int, default=2, help="untimed calls first (the first is reported as warmup_s)")
+    be.add_argument("--seed", type=int, default=0)
+    be.add_argument("--matmul-size", type=int, default=2048, help="side of the float32 matmul measuring the peak")
+    be.add_argument("--json", help="write the full report (machine, matmul peak, all times) here")
+    be.set_defaults(func=cmd_bench)
     return parser
 
 

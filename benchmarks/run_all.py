@@ -1,0 +1,302 @@
+"""Run ``keras-sl bench`` once per Keras backend and write benchmarks/README.md.
+
+Usage::
+
+    python benchmarks/run_all.py                      # 8 models, 256x256, batch 4, 3 backends
+    python benchmarks/run_all.py --models sl_unet_5l1r,unet_5l1r --backends torch,jax
+    python benchmarks/run_all.py --report-only        # rebuild README.md from results/*.json
+
+Each backend runs in its own process (Keras picks its backend at import),
+one after another, writing ``results/<backend>.json``; the README's tables
+are then built from those files by :func:`format_markdown`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ALL_MODELS = ("sl_unet_5l1r,sl_unet_5l2r,sl_unet_8l1r,sl_unet_8l2r,"
+              "unet_5l1r,unet_5l2r,unet_8l1r,unet_8l2r")
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+# -- running -----------------------------------------------------------------------
+def bench_command(args, json_path: Path) -> list[str]:
+    """``keras-sl bench ...`` with this interpreter's console script (or ``-m``)."""
+    script = Path(sys.executable).parent / "keras-sl"
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "keras_sl.cli"]
+    return base + [
+        "bench", "--models", args.models, "--resolution", str(args.resolution), "--batch", str(args.batch),
+        "--mode", args.mode, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+        "--matmul-size", str(args.matmul_size), "--json", str(json_path),
+    ]
+
+
+def run_backend(backend: str, args, results_dir: Path) -> Path | None:
+    """Run the benchmark under ``backend``; returns its JSON path, None on failure."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{backend}.json"
+    cmd = bench_command(args, path)
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    print(f"\n===== KERAS_BACKEND={backend}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+    proc = subprocess.run(cmd, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        print(f"[{backend}] failed with exit code {proc.returncode}", flush=True)
+        return None
+    return path
+
+
+# -- report ------------------------------------------------------------------------
+def load_reports(paths) -> list[dict]:
+    """The JSON reports of ``keras-sl bench`` (missing files are skipped)."""
+    reports = []
+    for p in paths:
+        p = Path(p)
+        if p.exists():
+            reports.append(json.loads(p.read_text()))
+    return reports
+
+
+def _backend(report: dict) -> str:
+    return report.get("backend") or report["machine"]["backend"]
+
+
+def _split(model: str) -> tuple[str, str]:
+    """``"sl_unet_5l1r"`` -> ``("sl_unet", "5l1r")``."""
+    kind, _, config = model.rpartition("_")
+    return kind, config
+
+
+def _fmt(value, spec: str = ".3f", missing: str = "-") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return missing
+    return format(value, spec)
+
+
+def backend_ratios(rows: list[dict]) -> dict:
+    """(backend, model, mode, resolution, batch) -> median / fastest backend's median."""
+    best: dict = {}
+    for r in rows:
+        key = (r["model"], r["mode"], r["resolution"], r["batch"])
+        best[key] = min(best.get(key, float("inf")), r["median_s"])
+    return {(r["backend"], *k): r["median_s"] / best[k] for r in rows
+            for k in [(r["model"], r["mode"], r["resolution"], r["batch"])] if best[k] > 0}
+
+
+def sl_unet_ratios(rows: list[dict]) -> dict:
+    """(backend, mode, resolution, batch) -> {config: SL-UNet median / UNet median}."""
+    medians = {(r["backend"], r["mode"], r["resolution"], r["batch"], r["model"]): r["median_s"] for r in rows}
+    out: dict = {}
+    for (backend, mode, res, batch, model), t in medians.items():
+        kind, config = _split(model)
+        if kind != "sl_unet":
+            continue
+        unet = medians.get((backend, mode, res, batch, f"unet_{config}"))
+        if unet:
+            out.setdefault((backend, mode, res, batch), {})[config] = t / unet
+    return out
+
+
+def _config_order(config: str) -> tuple:
+    levels, _, res = config.rstrip("r").partition("l")
+    try:
+        return int(levels), int(res)
+    except ValueError:
+        return 99, 99
+
+
+def format_markdown(reports: list[dict], command: str | None = None) -> str:
+    """Markdown README for one report per backend (as written by ``keras-sl bench --json``)."""
+    order = {b: i for i, b in enumerate(BACKENDS)}
+    reports = sorted(reports, key=lambda rep: order.get(_backend(rep), len(order)))
+    rows = []
+    for rep in reports:
+        for r in rep["results"]:
+            rows.append({**r, "backend": r.get("backend") or _backend(rep)})
+    vs_fastest = backend_ratios(rows)
+    sl_ratios = sl_unet_ratios(rows)
+    peaks = {_backend(rep): rep["matmul_gflops"] for rep in reports}
+    dates = sorted(rep["machine"].get("date", "") for rep in reports if rep["machine"].get("date"))
+
+    lines = ["# keras_sl speed benchmarks", ""]
+    lines.append("Inference (`predict_on_batch`) and training (`train_on_batch`) step times of SL-UNet and "
+                 "MONAI-style UNet under each Keras backend, on one random batch, with the backends' float32 "
+                 "matmul speed as the reference peak.")
+    lines.append("")
+    when = "" if not dates else dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    if command:
+        lines += [f"Produced by `{command}`" + (f", measured {when} (UTC)." if when else "."), ""]
+    elif when:
+        lines += [f"Measured {when} (UTC).", ""]
+
+    # machine and versions
+    lines += ["## Machine and versions", ""]
+    if reports:
+        m = reports[0]["machine"]
+        cpus = f"{m.get('cpu_count')} logical CPU(s)"
+        if m.get("cpu_affinity") and m.get("cpu_affinity") != m.get("cpu_count"):
+            cpus += f", {m['cpu_affinity']} usable"
+        lines += [
+            f"- CPU: {m.get('cpu_model') or '?'} ({cpus})",
+            f"- Platform: {m.get('platform')}",
+            f"- Python {m.get('python')}, NumPy {m.get('numpy')}, Keras {m.get('keras')}",
+            "",
+            "| backend | version | accelerator | matmul peak GFLOP/s (float32) | date (UTC) | load avg start / end | "
+            "settings |",
+            "|---|---|---|---:|---|---|---|",
+        ]
+        for rep in reports:
+            m = rep["machine"]
+            s = rep.get("settings", {})
+            version = m.get("backend_version") or "?"
+            if m.get("jaxlib"):
+                version += f" (jaxlib {m['jaxlib']})"
+            if m.get("torch_threads"):
+                version += f", {m['torch_threads']} threads"
+            load = " / ".join(str(m[k][0]) for k in ("loadavg_start", "loadavg_end") if m.get(k)) or "-"
+            settings = (f"{s.get('resolution', '?')}x{s.get('resolution', '?')}, batch {s.get('batch', '?')}, "
+                        f"median of {s.get('repeats', '?')}, {s.get('warmup', '?')} warm-up call(s), "
+                        f"matmul {rep.get('matmul_size', '?')}^2")
+            lines.append(f"| {_backend(rep)} | {version} | {m.get('accelerator') or 'CPU'} | "
+                         f"{_fmt(rep['matmul_gflops'], '.1f')} | {m.get('date', '?')} | {load} | {settings} |")
+        lines.append("")
+        commands = [(_backend(rep), rep["command"]) for rep in reports if rep.get("command")]
+        if commands:
+            lines += ["Per-backend commands:", ""]
+            lines += [f"- `KERAS_BACKEND={b} {c}`" for b, c in commands]
+            lines.append("")
+
+    # main table
+    lines += ["## Step times", "",
+              "| backend | model | mode | input | median s | GFLOP | GFLOP/s | % of matmul peak | "
+              "x fastest backend | first call s | peak RSS MiB | row RSS MiB |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    model_order = {name: i for i, name in enumerate(ALL_MODELS.split(","))}
+    for r in sorted(rows, key=lambda r: (r["mode"] != "infer", r["mode"], r["resolution"], r["batch"],
+                                         model_order.get(r["model"], 99), r["model"],
+                                         order.get(r["backend"], 99))):
+        ratio = vs_fastest.get((r["backend"], r["model"], r["mode"], r["resolution"], r["batch"]))
+        lines.append(
+            f"| {r['backend']} | {r['model']} | {r['mode']} | {r['batch']}x{r['resolution']}x{r['resolution']} | "
+            f"{_fmt(r['median_s'], '.4f')} | {_fmt(r['gflops'], '.2f')} | {_fmt(r['achieved_gflops'], '.1f')} | "
+            f"{_fmt(100 * r['peak_fraction'] if r.get('peak_fraction') is not None else None, '.1f')} | "
+            f"{_fmt(ratio, '.2f')} | {_fmt(r.get('warmup_s'), '.1f')} | {_fmt(r.get('peak_rss_mib'), '.0f')} | "
+            f"{_fmt(r.get('rss_hwm_mib'), '.0f')} |"
+        )
+    lines.append("")
+
+    # SL-UNet / UNet
+    configs = sorted({c for ratios in sl_ratios.values() for c in ratios}, key=_config_order)
+    lines += ["## SL-UNet / UNet time ratio", "",
+              "Median SL-UNet step time divided by the UNet's of the same levels and residual units "
+              "(below 1: SL-UNet is faster).", ""]
+    if configs:
+        lines += ["| backend | mode | input | " + " | ".join(configs) + " |",
+                  "|---|---|---|" + "---:|" * len(configs)]
+        for (backend, mode, res, batch), ratios in sorted(
+                sl_ratios.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1] != "infer", kv[0][2:])):
+            cells = " | ".join(_fmt(ratios.get(c), ".2f") for c in configs)
+            lines.append(f"| {backend} | {mode} | {batch}x{res}x{res} | {cells} |")
+    else:
+        lines.append("(no SL-UNet/UNet pair of the same configuration was measured)")
+    lines.append("")
+
+    # backend comparison
+    backends = [_backend(rep) for rep in reports]
+    keys = sorted({(r["model"], r["mode"], r["resolution"], r["batch"]) for r in rows},
+                  key=lambda k: (k[1] != "infer", k[1], k[2], k[3], model_order.get(k[0], 99), k[0]))
+    medians = {(r["backend"], r["model"], r["mode"], r["resolution"], r["batch"]): r["median_s"] for r in rows}
+    lines += ["## Backends compared", "",
+              "Median step seconds, and in brackets the ratio to the fastest backend for that model and mode.", "",
+              "| model | mode | input | " + " | ".join(backends) + " |",
+              "|---|---|---|" + "---:|" * len(backends)]
+    for key in keys:
+        cells = []
+        for b in backends:
+            t = medians.get((b, *key))
+            cells.append("-" if t is None else f"{t:.4f} (x{vs_fastest[(b, *key)]:.2f})")
+        model, mode, res, batch = key
+        lines.append(f"| {model} | {mode} | {batch}x{res}x{res} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    # conventions
+    lines += ["## How to read this", "",
+              "- **median s**: median wall-clock seconds of one `predict_on_batch` (infer) or `train_on_batch` "
+              "(train) call on one batch, after warm-up; each call returns host values, so device work is "
+              "included. SL-UNet inference runs the `SLUNet.predict` graph (lift, 3-D UNet, slice head). "
+              "**first call s** is the first call: tracing/compilation plus one step.",
+              "- **GFLOP**: 2 x MACs of `keras_sl.profile` (thop's rules, the paper's Table II counting) x batch; "
+              "a training step counts 3 x the forward FLOPs (forward plus backward); optimizer and loss are "
+              "not counted. **GFLOP/s** = GFLOP / median s.",
+              "- **% of matmul peak**: GFLOP/s relative to a float32 `keras.ops.matmul` of two square matrices "
+              "timed in the same process with the same backend (median of several runs).",
+              "- **x fastest backend**: this backend's median / the smallest median over the backends for the same "
+              "model, mode and input.",
+              "- **peak RSS MiB**: `resource.getrusage(RUSAGE_SELF).ru_maxrss` after the row: the process's "
+              "high-water mark so far (earlier rows included), an upper bound. **row RSS MiB**: Linux `VmHWM` reset "
+              "(`/proc/self/clear_refs`) before the row: that row's peak resident memory, including the framework "
+              "and allocator caches the process already held. Accelerator memory is in the JSON "
+              "(`device_memory`, null on CPU).",
+              "- Training uses `SLUNet.compile()` defaults and, for the UNet, AdamW + `StructureLoss` + Dice "
+              "(as `keras_sl.training`), `jit_compile=False` on TensorFlow and torch, XLA on JAX.",
+              "- Raw times: `results/<backend>.json`. A loaded machine (see load average) slows every row; "
+              "compare rows measured together.",
+              ""]
+    return "\n".join(lines)
+
+
+def write_readme(reports: list[dict], path: Path, command: str | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(format_markdown(reports, command))
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=ALL_MODELS, help="comma-separated model names (default: all 8)")
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--mode", choices=["infer", "train", "both"], default="both")
+    p.add_argument("--matmul-size", type=int, default=2048)
+    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated Keras backends")
+    p.add_argument("--results-dir", default=str(HERE / "results"), help="per-backend JSON folder")
+    p.add_argument("--out", default=str(HERE / "README.md"), help="markdown report")
+    p.add_argument("--report-only", action="store_true", help="skip running; rebuild the report from the JSON files")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    results_dir = Path(args.results_dir)
+    failed = []
+    if not args.report_only:
+        for backend in backends:
+            if run_backend(backend, args, results_dir) is None:
+                failed.append(backend)
+    paths = [results_dir / f"{b}.json" for b in backends if b not in failed]
+    reports = load_reports(paths)
+    if not reports:
+        print("no results to report", file=sys.stderr)
+        return 1
+    command = None if args.report_only else "python benchmarks/run_all.py" + "".join(" " + shlex.quote(a) for a in argv)
+    out = write_readme(reports, Path(args.out), command)
+    print(f"\nwrote {out}" + (f"; failed backends: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

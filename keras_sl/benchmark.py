@@ -1,0 +1,440 @@
+"""Inference and training speed of SL-UNet and UNet under the current backend.
+
+``run_benchmark`` builds each requested model with a fixed input shape, times
+the compiled predict (``infer``) or train (``train``) step on one random batch,
+and relates the speed to a float32 matmul peak measured in the same process
+with the backend's own ``keras.ops.matmul``. ``keras-sl bench`` is the command
+line front end; ``benchmarks/run_all.py`` runs it once per backend.
+
+Conventions (also written into the result's ``"conventions"`` entry):
+
+* Times are wall-clock seconds of one ``predict_on_batch`` /
+  ``train_on_batch`` call, which returns host (NumPy) values, so every call
+  includes device synchronisation. ``warmup_s`` is the first call (tracing,
+  compilation, first run); it is followed by further untimed warm-up calls,
+  then ``repeats`` timed calls; ``median_s`` is their median.
+* SL-UNet inference times the graph behind ``SLUNet.predict``: lift, 3-D
+  UNet and slice head (``model._inference_model(False)``).
+* FLOPs are 2 x the MACs of :func:`keras_sl.profile` (thop's counting rules)
+  x batch; a training step counts 3 x the forward FLOPs (forward + backward
+  for activations and weights). Optimizer and loss FLOPs are not counted.
+* Memory: ``peak_rss_mib`` is ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+  after the run (the process's resident-set high-water mark, MiB): it is
+  cumulative over the process so far (earlier models and the matmul
+  included), an upper bound for each row. On Linux ``rss_hwm_mib`` adds a
+  per-row figure: the kernel's high-water mark (``VmHWM``) is reset through
+  ``/proc/self/clear_refs`` before each model and read after it, so it
+  covers that model's run on top of what the process already held
+  (framework, allocator caches); ``None`` where the reset is unavailable.
+  ``device_memory`` adds torch/JAX/TensorFlow accelerator statistics when an
+  accelerator is in use (``None`` on CPU).
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Iterable
+
+import keras
+import numpy as np
+
+#: Benchmark model names: ``<model>_<levels>l<num_res_units>r``.
+MODEL_NAMES = (
+    "sl_unet_5l1r", "sl_unet_5l2r", "sl_unet_8l1r", "sl_unet_8l2r",
+    "unet_5l1r", "unet_5l2r", "unet_8l1r", "unet_8l2r",
+)
+MODES = ("infer", "train")
+
+CONVENTIONS = {
+    "time": "wall-clock seconds per predict_on_batch/train_on_batch call on one batch (host values returned, so "
+            "device work is synchronised); median_s = median of `repeats` calls after warm-up; warmup_s = first "
+            "call (trace/compile + run). SL-UNet inference = lift + 3-D UNet + slice head (SLUNet.predict graph).",
+    "gflops": "2 x MACs (keras_sl.profile, thop rules) x batch / 1e9 for infer; 3 x that for train "
+              "(forward + backward); optimizer and loss not counted",
+    "achieved_gflops": "gflops / median_s",
+    "peak_fraction": "achieved_gflops / matmul_gflops (float32 keras.ops.matmul peak measured in the same process)",
+    "peak_rss_mib": "resource.getrusage(RUSAGE_SELF).ru_maxrss after the model's run, MiB: process-wide "
+                    "high-water mark so far (earlier rows and the matmul included), an upper bound per row",
+    "rss_hwm_mib": "Linux VmHWM (MiB) reset via /proc/self/clear_refs before this row and read after it: the "
+                   "row's peak resident set including the process baseline (framework, allocator caches); "
+                   "null where the reset is unavailable",
+    "device_memory": "peak accelerator bytes (torch.cuda.max_memory_allocated, JAX memory_stats "
+                     "peak_bytes_in_use, tf.config.experimental.get_memory_info peak); null on CPU",
+}
+
+
+def parse_model_name(name: str) -> tuple[str, int, int]:
+    """``"sl_unet_8l2r"`` -> ``("sl_unet", 8, 2)``."""
+    kind, _, spec = name.rpartition("_")
+    if kind not in ("sl_unet", "unet") or not spec.endswith("r") or "l" not in spec:
+        raise ValueError(f"unknown benchmark model {name!r}; choose from {', '.join(MODEL_NAMES)}.")
+    levels, res = spec[:-1].split("l")
+    return kind, int(levels), int(res)
+
+
+def build_benchmark_model(name: str, resolution: int, in_channels: int = 3) -> keras.Model:
+    """The ``keras_sl.training.build_model`` network with a fixed input shape."""
+    from keras_sl.models.sl_unet import SLUNet
+    from keras_sl.models.unet import UNet
+    from keras_sl.profiler import UNET_CHANNELS
+
+    kind, levels, res = parse_model_name(name)
+    shape = (resolution, resolution, in_channels)
+    if kind == "sl_unet":
+        model = SLUNet(num_classes=1, levels=levels, num_res_units=res, in_channels=in_channels,
+                       input_shape=shape, name=name)
+    else:
+        if levels not in UNET_CHANNELS:
+            raise ValueError(f"UNet benchmark models have 5 or 8 levels, got {name!r}.")
+        model = UNet(2, in_channels, 1, UNET_CHANNELS[levels], (2,) * (levels - 1), num_res_units=res,
+                     input_shape=shape, name=name)
+    stride = max(model.stride_multiple)
+    if resolution % stride:
+        raise ValueError(f"{name} needs a resolution that is a multiple of {stride}, got {resolution}.")
+    return model
+
+
+# -- measurements ----------------------------------------------------------------
+def _sync(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Median float32 GFLOP/s of ``keras.ops.matmul`` on two ``size x size`` matrices."""
+    rng = np.random.default_rng(0)
+    a = keras.ops.convert_to_tensor(rng.standard_normal((size, size), dtype=np.float32))
+    b = keras.ops.convert_to_tensor(rng.standard_normal((size, size), dtype=np.float32))
+    _sync(keras.ops.matmul(a, b))  # warm-up (kernel selection, thread pools)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        _sync(keras.ops.matmul(a, b))
+        times.append(time.perf_counter() - start)
+    return 2.0 * size**3 / statistics.median(times) / 1e9
+
+
+def _reset_rss_peak() -> bool:
+    """Reset the process's resident-set high-water mark (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_hwm_mib() -> float | None:
+    """``VmHWM`` of /proc/self/status in MiB (None where unavailable)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def max_rss_mib() -> float:
+    """``getrusage`` maximum resident set size of this process in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _reset_device_peak() -> None:
+    backend = keras.backend.backend()
+    try:
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_logical_devices("GPU"):
+                tf.config.experimental.reset_memory_stats("GPU:0")
+    except Exception:  # statistics are best effort
+        pass
+
+
+def device_memory() -> dict | None:
+    """Peak accelerator memory in MiB, or None when running on CPU only."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return {"device": torch.cuda.get_device_name(),
+                        "peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
+                        "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20}
+        elif backend == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            stats = dev.memory_stats() if dev.platform != "cpu" else None
+            if stats:
+                return {"device": str(dev), "peak_bytes_in_use_mib": stats.get("peak_bytes_in_use", 0) / 2**20,
+                        "bytes_in_use_mib": stats.get("bytes_in_use", 0) / 2**20}
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_logical_devices("GPU"):
+                info = tf.config.experimental.get_memory_info("GPU:0")
+                return {"device": "GPU:0", "peak_mib": info["peak"] / 2**20, "current_mib": info["current"] / 2**20}
+    except Exception:
+        return None
+    return None
+
+
+def machine_info() -> dict:
+    """CPU, platform, Python, Keras and backend versions, date (UTC)."""
+    backend = keras.backend.backend()
+    info = {
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "keras": keras.__version__,
+        "backend": backend,
+        "backend_version": _backend_version(backend),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if hasattr(os, "getloadavg"):
+        info["loadavg_start"] = [round(v, 2) for v in os.getloadavg()]
+    if backend == "torch":
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["accelerator"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    elif backend == "jax":
+        import jax
+
+        info["accelerator"] = None if jax.devices()[0].platform == "cpu" else str(jax.devices()[0])
+        info["jaxlib"] = _version("jaxlib")
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        info["accelerator"] = gpus[0].name if gpus else None
+    return info
+
+
+def _version(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:
+        return None
+
+
+def _backend_version(backend: str) -> str | None:
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    if module is None:
+        return None
+    try:
+        return __import__(module).__version__
+    except Exception:
+        return _version(module)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# -- timing ------------------------------------------------------------------------
+def _time_calls(fn, repeats: int, warmup: int) -> tuple[float, list[float]]:
+    start = time.perf_counter()
+    fn()
+    warmup_s = time.perf_counter() - start
+    for _ in range(max(0, warmup - 1)):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return warmup_s, times
+
+
+def _compile_for_training(model) -> None:
+    from keras_sl import backend_defaults, losses
+    from keras_sl.metrics import Dice
+    from keras_sl.models.sl_unet import SLUNet
+
+    if isinstance(model, SLUNet):
+        model.compile()  # the paper's defaults (Table V) and backend defaults
+        return
+    # keras_sl.training's UNet setup; backend_defaults.apply gives jit_compile
+    # False on TensorFlow/torch ("auto" = XLA on JAX) and the same allocator
+    # tuning SLUNet.compile applies on torch.
+    optimizer = keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-2, clipvalue=0.5)
+    model.compile(optimizer=optimizer, loss=losses.StructureLoss(), metrics=[Dice(from_logits=True)],
+                  jit_compile=backend_defaults.apply("auto"))
+
+
+def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gflop):
+    from keras_sl.models.sl_unet import SLUNet
+
+    model = build_benchmark_model(name, resolution)
+    if mode == "infer":
+        runner = model._inference_model(False) if isinstance(model, SLUNet) else model
+        fn = lambda: runner.predict_on_batch(x)  # noqa: E731
+        gflops = forward_gflop * batch
+    elif mode == "train":
+        _compile_for_training(model)
+        fn = lambda: model.train_on_batch(x, y)  # noqa: E731
+        gflops = 3 * forward_gflop * batch
+    else:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    warmup_s, times = _time_calls(fn, repeats, warmup)
+    median = statistics.median(times)
+    del fn, model
+    return {
+        "backend": keras.backend.backend(), "model": name, "mode": mode, "resolution": resolution, "batch": batch,
+        "median_s": median, "times_s": times, "warmup_s": warmup_s, "gflops": gflops,
+        "achieved_gflops": gflops / median if median > 0 else float("nan"),
+    }
+
+
+def _modes(mode: str) -> tuple[str, ...]:
+    if mode == "both":
+        return MODES
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'infer', 'train' or 'both', got {mode!r}.")
+    return (mode,)
+
+
+def run_benchmark(
+    models: Iterable[str] | str,
+    resolution: int = 256,
+    batch: int = 4,
+    mode: str = "both",
+    repeats: int = 7,
+    warmup: int = 2,
+    seed: int = 0,
+    matmul_size: int = 2048,
+    matmul_repeats: int = 5,
+    progress=None,
+) -> dict:
+    """Time ``models`` (names from :data:`MODEL_NAMES`) under the current backend.
+
+    Args:
+        models: model names, or one comma-separated string.
+        resolution: square input size (a multiple of the model's stride:
+            16 for 5 levels, 128 for 8 levels).
+        batch: images per step.
+        mode: ``"infer"``, ``"train"`` or ``"both"``.
+        repeats: timed calls per model and mode.
+        warmup: untimed calls before timing (at least 1; the first is ``warmup_s``).
+        seed: seed of the random images, masks and weights.
+        matmul_size: side of the square float32 matmul that measures the peak.
+        matmul_repeats: timed matmuls (median taken).
+        progress: optional callable receiving each result row as it completes.
+
+    Returns:
+        ``{"machine", "matmul_gflops", "matmul_size", "conventions", "results"}``;
+        each result row has ``backend, model, mode, resolution, batch,
+        median_s, times_s, warmup_s, gflops, achieved_gflops, peak_fraction,
+        peak_rss_mib, rss_hwm_mib, device_memory`` (see the module docstring).
+    """
+    from keras_sl import backend_defaults
+    from keras_sl.profiler import profile
+
+    if isinstance(models, str):
+        models = [m for m in models.split(",") if m.strip()]
+    models = [m.strip() for m in models]
+    for name in models:
+        _, levels, _ = parse_model_name(name)
+        stride = 2 ** (levels - 1)  # SL-UNet and UNet halve H and W on every level
+        if resolution % stride:
+            raise ValueError(f"{name} needs a resolution that is a multiple of {stride}, got {resolution}.")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}.")
+    modes = _modes(mode)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    warmup = max(1, int(warmup))
+    machine = machine_info()
+    # The backend defaults SLUNet.compile applies (torch allocator tuning) are
+    # process-wide: apply them up front so every model and mode is timed alike.
+    backend_defaults.apply("auto")
+    machine["malloc_tuned"] = bool(getattr(backend_defaults, "_MALLOC_TUNED", False))
+
+    peak = matmul_peak_gflops(matmul_size, matmul_repeats)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, resolution, resolution, 3), dtype=np.float32)
+    y = (rng.random((batch, resolution, resolution, 1)) > 0.5).astype(np.float32)
+
+    results = []
+    for name in models:
+        forward_gflop = 2 * profile(build_benchmark_model(name, resolution), (resolution, resolution, 3))["macs"] / 1e9
+        for m in modes:
+            keras.backend.clear_session()
+            gc.collect()
+            keras.utils.set_random_seed(seed)
+            rss_reset = _reset_rss_peak()
+            _reset_device_peak()
+            row = _bench_one(name, m, resolution, batch, repeats, warmup, x, y, forward_gflop)
+            gc.collect()
+            row["peak_fraction"] = row["achieved_gflops"] / peak if peak > 0 else float("nan")
+            row["peak_rss_mib"] = max_rss_mib()
+            row["rss_hwm_mib"] = _rss_hwm_mib() if rss_reset else None
+            row["device_memory"] = device_memory()
+            results.append(row)
+            if progress is not None:
+                progress(row)
+    if hasattr(os, "getloadavg"):
+        machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    return {
+        "machine": machine,
+        "backend": keras.backend.backend(),
+        "matmul_gflops": peak,
+        "matmul_size": matmul_size,
+        "settings": {"models": models, "resolution": resolution, "batch": batch, "mode": mode,
+                     "repeats": repeats, "warmup": warmup, "seed": seed},
+        "conventions": CONVENTIONS,
+        "results": results,
+    }
+
+
+def format_results(report: dict) -> str:
+    """Readable table of :func:`run_benchmark`'s output."""
+    m = report["machine"]
+    lines = [
+        f"backend {m['backend']} {m.get('backend_version') or ''} | keras {m['keras']} | python {m['python']} | "
+        f"{m['cpu_count']} CPU(s) {m.get('cpu_model') or ''}".rstrip(),
+        f"matmul peak (float32, {report.get('matmul_size', '?')}^2): {report['matmul_gflops']:.1f} GFLOP/s",
+        "GFLOP = 2 x MACs x batch (train: 3 x forward); RSS MiB = process max RSS so far (getrusage); "
+        "row MiB = peak RSS during the row (VmHWM reset before it)",
+        "",
+        f"{'model':<14} {'mode':<6} {'res':>5} {'batch':>5} {'median s':>10} {'warmup s':>9} {'GFLOP':>9} "
+        f"{'GFLOP/s':>9} {'% peak':>7} {'RSS MiB':>8} {'row MiB':>8}",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"{r['model']:<14} {r['mode']:<6} {r['resolution']:>5} {r['batch']:>5} {r['median_s']:>10.4f} "
+            f"{r['warmup_s']:>9.2f} {r['gflops']:>9.3f} {r['achieved_gflops']:>9.2f} "
+            f"{100 * r['peak_fraction']:>6.1f}% {r['peak_rss_mib']:>8.0f} "
+            f"{'-' if r.get('rss_hwm_mib') is None else format(r['rss_hwm_mib'], '.0f'):>8}"
+        )
+    return "\n".join(lines)

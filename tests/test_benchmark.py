@@ -1,0 +1,155 @@
+"""keras_sl.benchmark, ``keras-sl bench`` and benchmarks/run_all.py's report (tiny shapes)."""
+
+import importlib.util
+import json
+import math
+import statistics
+from pathlib import Path
+
+import keras
+import pytest
+
+from keras_sl.benchmark import build_benchmark_model, parse_model_name, run_benchmark
+from keras_sl.profiler import profile
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["sl_unet_5l1r", "unet_5l1r"]
+ROW_KEYS = {"backend", "model", "mode", "resolution", "batch", "median_s", "times_s", "warmup_s", "gflops",
+            "achieved_gflops", "peak_fraction", "peak_rss_mib"}
+
+
+@pytest.fixture(scope="module")
+def report():
+    return run_benchmark(MODELS, resolution=32, batch=1, mode="both", repeats=2, warmup=1, matmul_size=256)
+
+
+def _run_all():
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_structure(report):
+    assert {"machine", "matmul_gflops", "results", "conventions"} <= set(report)
+    machine = report["machine"]
+    for key in ("cpu_count", "platform", "python", "keras", "backend", "backend_version", "date"):
+        assert machine[key], key
+    assert machine["backend"] == keras.backend.backend()
+    assert report["matmul_gflops"] > 0
+    assert "3 x" in report["conventions"]["gflops"]  # the training FLOP convention is stated
+    assert [(r["model"], r["mode"]) for r in report["results"]] == [
+        (m, mode) for m in MODELS for mode in ("infer", "train")
+    ]
+    json.loads(json.dumps(report, allow_nan=False))  # plain, finite JSON
+
+
+def test_row_values(report):
+    forward = {m: 2 * profile(build_benchmark_model(m, 32), (32, 32, 3))["macs"] / 1e9 for m in MODELS}
+    for r in report["results"]:
+        assert ROW_KEYS <= set(r)
+        assert r["backend"] == keras.backend.backend()
+        assert (r["resolution"], r["batch"]) == (32, 1)
+        assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
+        assert r["median_s"] == pytest.approx(statistics.median(r["times_s"]))
+        assert r["warmup_s"] > 0
+        expected = forward[r["model"]] * (3 if r["mode"] == "train" else 1)
+        assert r["gflops"] == pytest.approx(expected)
+        assert r["achieved_gflops"] == pytest.approx(r["gflops"] / r["median_s"])
+        assert r["peak_fraction"] == pytest.approx(r["achieved_gflops"] / report["matmul_gflops"])
+        assert 0 < r["peak_fraction"] < 10
+        assert r["peak_rss_mib"] > 50
+        if r.get("rss_hwm_mib") is not None:
+            assert 0 < r["rss_hwm_mib"] <= r["peak_rss_mib"] + 1
+
+
+def test_sl_unet_infers_through_the_slice_head():
+    """The timed SL-UNet inference graph is SLUNet.predict's (one k-D map, not slices)."""
+    model = build_benchmark_model("sl_unet_5l1r", 32)
+    assert model._inference_model(False).output.shape == (None, 32, 32, 1)
+    assert model.image_shape == (32, 32, 3)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown benchmark model"):
+        parse_model_name("resnet_5l1r")
+    with pytest.raises(ValueError, match="multiple of 128"):
+        run_benchmark(["sl_unet_8l1r"], resolution=32, repeats=1)
+    with pytest.raises(ValueError, match="mode"):
+        run_benchmark(["unet_5l1r"], resolution=32, mode="fit", repeats=1)
+
+
+def test_cli_bench_writes_json(tmp_path, capsys):
+    from keras_sl.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--models", "unet_5l1r", "--resolution", "32", "--batch", "1", "--mode", "infer",
+                 "--repeats", "1", "--warmup", "1", "--matmul-size", "128", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["command"].startswith("keras-sl bench")
+    assert [(r["model"], r["mode"]) for r in data["results"]] == [("unet_5l1r", "infer")]
+    assert data["results"][0]["median_s"] > 0
+    printed = capsys.readouterr().out
+    assert "unet_5l1r" in printed and "GFLOP/s" in printed and "matmul peak" in printed
+
+
+def _fake_report(backend, scale, peak):
+    rows = []
+    for model, base in (("sl_unet_5l1r", 0.1), ("unet_5l1r", 0.4), ("unet_8l1r", 1.0)):
+        for mode, factor in (("infer", 1.0), ("train", 3.0)):
+            median = base * factor * scale
+            gflops = 10.0 * factor
+            rows.append({"backend": backend, "model": model, "mode": mode, "resolution": 256, "batch": 4,
+                         "median_s": median, "times_s": [median] * 3, "warmup_s": 5.0, "gflops": gflops,
+                         "achieved_gflops": gflops / median, "peak_fraction": gflops / median / peak,
+                         "peak_rss_mib": 900.0, "rss_hwm_mib": 800.0, "device_memory": None})
+    machine = {"cpu_count": 2, "cpu_affinity": 2, "cpu_model": "Fake CPU", "platform": "Linux-fake",
+               "python": "3.11.7", "numpy": "2.0", "keras": "3.15.1", "backend": backend,
+               "backend_version": {"tensorflow": "2.21.0", "torch": "2.13.0"}[backend],
+               "date": "2026-11-24T04:00:00+00:00", "loadavg_start": [0.1, 0.1, 0.1],
+               "loadavg_end": [2.0, 1.0, 0.5]}
+    return {"machine": machine, "backend": backend, "matmul_gflops": peak, "matmul_size": 2048,
+            "settings": {"models": [], "resolution": 256, "batch": 4, "mode": "both", "repeats": 3, "warmup": 2},
+            "results": rows, "command": "keras-sl bench --resolution 256"}
+
+
+def test_markdown_report(tmp_path):
+    run_all = _run_all()
+    (tmp_path / "tensorflow.json").write_text(json.dumps(_fake_report("tensorflow", 1.0, 100.0)))
+    (tmp_path / "torch.json").write_text(json.dumps(_fake_report("torch", 2.0, 50.0)))
+    reports = run_all.load_reports([tmp_path / "tensorflow.json", tmp_path / "torch.json", tmp_path / "jax.json"])
+    assert len(reports) == 2  # missing backends are skipped
+    text = run_all.format_markdown(reports, command="python benchmarks/run_all.py --backends tensorflow,torch")
+    lines = text.splitlines()
+
+    assert "python benchmarks/run_all.py --backends tensorflow,torch" in text
+    assert "Fake CPU" in text and "Keras 3.15.1" in text and "2.13.0" in text and "2026-11-24" in text
+    # main table: median, GFLOP/s, % of peak, ratio to the fastest backend
+    row = next(line for line in lines if line.startswith("| torch | sl_unet_5l1r | infer |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "4x256x256"
+    assert float(cells[4]) == pytest.approx(0.2)  # median s
+    assert float(cells[6]) == pytest.approx(50.0)  # GFLOP/s
+    assert float(cells[7]) == pytest.approx(100.0)  # % of the 50 GFLOP/s matmul peak
+    assert cells[8] == "2.00"  # x the fastest backend (tensorflow)
+    tf_row = next(line for line in lines if line.startswith("| tensorflow | sl_unet_5l1r | infer |"))
+    assert [c.strip() for c in tf_row.strip("|").split("|")][8] == "1.00"
+    # SL-UNet / UNet ratio per backend and mode (unet_8l1r has no SL partner: no column)
+    ratio_header = next(line for line in lines if line.startswith("| backend | mode | input |"))
+    assert "5l1r" in ratio_header and "8l1r" not in ratio_header
+    for backend in ("tensorflow", "torch"):
+        for mode in ("infer", "train"):
+            assert f"| {backend} | {mode} | 4x256x256 | 0.25 |" in text
+    # backend comparison table
+    assert "| unet_8l1r | train | 4x256x256 | 3.0000 (x1.00) | 6.0000 (x2.00) |" in text
+    # table rows are well-formed markdown: same cell count as their header
+    for block in text.split("\n\n"):
+        table = [line for line in block.splitlines() if line.startswith("|")]
+        if table:
+            assert len({line.count("|") for line in table}) == 1, block
+
+    out = tmp_path / "README.md"
+    assert run_all.main(["--report-only", "--backends", "tensorflow,torch", "--results-dir", str(tmp_path),
+                         "--out", str(out)]) == 0
+    assert "| torch | unet_5l1r | train |" in out.read_text()
+    assert not math.isnan(reports[0]["matmul_gflops"])

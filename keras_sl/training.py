@@ -130,6 +130,15 @@ def train_segmentation(
             f"{len(ds.split('test'))} test, {type(ds).__name__}.split (deterministic)",
             "input_size": [resolution, resolution, 3], "normalization": normalization,
             "recipe": command, "epochs": epochs,
+            "config": (f"SL-UNet {levels}L/{num_res_units}Res (width 8, lift depth 16, 5 selected slices)"
+                       if model == "sl_unet" else f"UNet {levels}L/{num_res_units}Res (MONAI channels of Table II)"),
+            "training": {
+                "backend": keras.backend.backend(), "resolution": [resolution, resolution],
+                "batch_size": batch_size, "seed": seed, "train_seconds": round(train_seconds, 1),
+                "optimizer": f"AdamW lr {learning_rate:g} wd 1e-2, cosine warm restarts every {restart_epochs} epochs, clipvalue 0.5",
+                "loss": "structure loss (WBCE+WIoU)" + (" on every slice" if model == "sl_unet" else ""),
+                "augmentation": "flips" + (", zoom 0.75/1.0/1.25" if multiscale else ""),
+            },
             "metrics": {"test_dice": test["dice"], "test_iou": test["iou"],
                         **({"pqa_pearson": test["pqa_pearson"], "pqa_spearman": test["pqa_spearman"]}
                            if "pqa_pearson" in test else {})},

@@ -149,7 +149,7 @@ def save_preset(model: keras.Model, preset_dir: os.PathLike, metadata: dict | No
     config = keras.saving.serialize_keras_object(model)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default))
     weights = folder / WEIGHTS_FILE
-    model.save_weights(weights)
+    _without_optimizer(model).save_weights(weights)
     meta = dict(metadata or {})
     meta.update(
         {
@@ -167,6 +167,16 @@ def save_preset(model: keras.Model, preset_dir: os.PathLike, metadata: dict | No
         meta["slice_losses"] = [None if v != v else float(v) for v in losses]
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
     return folder
+
+
+def _without_optimizer(model: keras.Model) -> keras.Model:
+    """A copy without training state: Keras' ``save_weights`` also writes the
+    optimizer's slots (3x the weights for AdamW), which a preset does not need."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    clean = type(model).from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    return clean
 
 
 def load_preset(preset, cls=None, load_weights: bool = True, **overrides) -> keras.Model:

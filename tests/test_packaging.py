@@ -1,5 +1,6 @@
 """The wheel ships the built-in presets: they load from a non-editable install."""
 
+import json
 import os
 import subprocess
 import sys
@@ -49,5 +50,6 @@ def test_installed_package_finds_builtin_presets(wheel, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     folder, names = proc.stdout.strip().splitlines()[-2:]
     assert folder.startswith(str(target))
-    shipped = sorted(p.name for p in (ROOT / "pretrained").iterdir() if (p / "config.json").is_file())
-    assert names == str(shipped)
+    shipped = [p.name for p in (ROOT / "pretrained").iterdir() if (p / "config.json").is_file()]
+    aliases = json.loads((ROOT / "pretrained" / "aliases.json").read_text())
+    assert names == str(sorted(shipped + list(aliases)))

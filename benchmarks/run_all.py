@@ -124,7 +124,6 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
             rows.append({**r, "backend": r.get("backend") or _backend(rep)})
     vs_fastest = backend_ratios(rows)
     sl_ratios = sl_unet_ratios(rows)
-    peaks = {_backend(rep): rep["matmul_gflops"] for rep in reports}
     dates = sorted(rep["machine"].get("date", "") for rep in reports if rep["machine"].get("date"))
 
     lines = ["# keras_sl speed benchmarks", ""]

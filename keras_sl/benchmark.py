@@ -308,7 +308,6 @@ def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gfl
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     warmup_s, times = _time_calls(fn, repeats, warmup)
     median = statistics.median(times)
-    del fn, model
     return {
         "backend": keras.backend.backend(), "model": name, "mode": mode, "resolution": resolution, "batch": batch,
         "median_s": median, "times_s": times, "warmup_s": warmup_s, "gflops": gflops,

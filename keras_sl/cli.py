@@ -102,7 +102,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
     from PIL import Image
 
     from keras_sl.datasets.base import Dataset

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from keras_sl.callbacks import SliceSelection
 from keras_sl.data import IDENTITY, make_cells

@@ -6,7 +6,6 @@ import shutil
 import threading
 import zipfile
 
-import keras
 import numpy as np
 import pytest
 

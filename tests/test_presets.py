@@ -147,3 +147,19 @@ def test_builtin_dsb2018_reference_output_and_any_size():
     prob, q_big = predict_image(model, big, (96, 96), meta["normalization"])
     assert prob.shape == (250, 333, 1)
     assert abs(q_big - 0.876) < 5e-3 and abs(float(prob.mean()) - 0.22177) < 2e-3
+
+
+def test_builtin_kvasir_reference_output():
+    """``SLUNet.from_preset("kvasir")`` offline on this backend, stored outputs."""
+    from keras_sl.data import make_cells, normalize
+
+    model = keras_sl.SLUNet.from_preset("kvasir")
+    meta = model.preset_metadata
+    assert model.levels == 8 and model.num_res_units == 2 and model.count_params() == 69458
+    assert model.selected_slices == [7, 8, 9, 10, 12] == meta["selected_slices"]
+    assert meta["input_size"] == [256, 256, 3] and "Kvasir-SEG" in meta["license"]
+    x, _ = make_cells(2, 256, seed=11)
+    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
+    # reference values recorded with the TensorFlow backend when the preset was made
+    np.testing.assert_allclose(q, [0.8501, 0.6570], atol=3e-3)
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.09143, 0.03488], atol=1e-3)

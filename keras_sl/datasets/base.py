@@ -69,8 +69,14 @@ class Dataset:
         raise NotImplementedError
 
     def official_splits(self) -> dict[str, list[Sample]] | None:
-        """Override when the data ships its own train/test split."""
-        return None
+        """The data's own train/test split, or None for a deterministic one.
+
+        By default: readers that tag samples with ``extra["part"]`` (``"train"``
+        / ``"test"``) get those parts when both are on disk. Override for
+        other split files.
+        """
+        parts = {name: [s for s in self.samples if s.extra.get("part") == name] for name in ("train", "test")}
+        return parts if all(parts.values()) else None
 
     # -- splits -------------------------------------------------------------------
     def split(self, name: str = "train") -> list[Sample]:

@@ -44,9 +44,5 @@ class FIVES(Dataset):
     def find_samples(self):
         return self._part("train") + self._part("test")
 
-    def official_splits(self):
-        parts = {name: [s for s in self.samples if s.extra["part"] == name] for name in ("train", "test")}
-        return parts if all(parts.values()) else None
-
     def read_target(self, sample):
         return read_binary_mask(sample.targets)

@@ -43,9 +43,5 @@ class GlaS(Dataset):
                 return samples
         return []
 
-    def official_splits(self):
-        parts = {name: [s for s in self.samples if s.extra["part"] == name] for name in ("train", "test")}
-        return parts if all(parts.values()) else None
-
     def read_target(self, sample):
         return read_label_mask(sample.targets)

@@ -53,6 +53,3 @@ class ISIC2018(Dataset):
     def find_samples(self):
         return self._part("train") + self._part("test")
 
-    def official_splits(self):
-        parts = {name: [s for s in self.samples if s.extra["part"] == name] for name in ("train", "test")}
-        return parts if all(parts.values()) else None

@@ -67,12 +67,6 @@ class Make3D(DepthDataset):
     def find_samples(self):
         return self._part("train") + self._part("test")
 
-    def official_splits(self):
-        parts = {p: [s for s in self.samples if s.extra["part"] == p] for p in ("train", "test")}
-        if not parts["train"] or not parts["test"]:
-            return None  # only one official folder: deterministic split instead
-        return parts
-
     def read_raw_depth(self, sample):
         mat = scipy.io.loadmat(sample.targets[0], variable_names=["Position3DGrid"])
         if "Position3DGrid" not in mat:

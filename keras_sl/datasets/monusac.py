@@ -64,10 +64,6 @@ class MoNuSAC(Dataset):
             samples += self._patients(test, "test_", "test")
         return samples
 
-    def official_splits(self):
-        parts = {name: [s for s in self.samples if s.extra["part"] == name] for name in ("train", "test")}
-        return parts if all(parts.values()) else None
-
     def read_target(self, sample):
         polygons = aperio_polygons(sample.targets[0], skip_classes=self.skip_classes)
         return rasterize_polygons(polygons, image_size(sample.image))

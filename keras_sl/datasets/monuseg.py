@@ -49,9 +49,5 @@ class MoNuSeg(Dataset):
             test_samples = self._pairs(test, test, "test")
         return self._pairs(train / "Tissue Images", train / "Annotations", "train") + test_samples
 
-    def official_splits(self):
-        parts = {name: [s for s in self.samples if s.extra["part"] == name] for name in ("train", "test")}
-        return parts if all(parts.values()) else None
-
     def read_target(self, sample):
         return rasterize_polygons(aperio_polygons(sample.targets[0]), image_size(sample.image))

@@ -37,6 +37,7 @@ def bench_command(args, json_path: Path) -> list[str]:
         "bench", "--models", args.models, "--resolution", str(args.resolution), "--batch", str(args.batch),
         "--mode", args.mode, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
         "--matmul-size", str(args.matmul_size), "--json", str(json_path),
+        "--sl-variants", args.sl_variants, "--jit-compile", args.jit_compile,
     ]
 
 
@@ -118,10 +119,13 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
     """Markdown README for one report per backend (as written by ``keras-sl bench --json``)."""
     order = {b: i for i, b in enumerate(BACKENDS)}
     reports = sorted(reports, key=lambda rep: order.get(_backend(rep), len(order)))
-    rows = []
+    all_rows = []
     for rep in reports:
         for r in rep["results"]:
-            rows.append({**r, "backend": r.get("backend") or _backend(rep)})
+            all_rows.append({**r, "backend": r.get("backend") or _backend(rep)})
+    # Main tables: each model's default execution path ("auto:auto"); other
+    # SL paths go to their own table.
+    rows = [r for r in all_rows if r.get("variant", "-") in ("-", "auto:auto")]
     vs_fastest = backend_ratios(rows)
     sl_ratios = sl_unet_ratios(rows)
     dates = sorted(rep["machine"].get("date", "") for rep in reports if rep["machine"].get("date"))
@@ -227,6 +231,28 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
         lines.append(f"| {model} | {mode} | {batch}x{res}x{res} | " + " | ".join(cells) + " |")
     lines.append("")
 
+    # SL execution paths
+    variant_rows = [r for r in all_rows if r.get("variant", "-") != "-"]
+    if len({r["variant"] for r in variant_rows}) > 1:
+        default = {(r["backend"], r["model"], r["mode"], r["resolution"], r["batch"]): r["median_s"]
+                   for r in variant_rows if r["variant"] == "auto:auto"}
+        lines += ["## SL execution paths", "",
+                  "The same SL-UNet weights run by each `SLUNet(backbone_layout=..., conv_strategy=...)` path "
+                  "(outputs equal within 1e-5); `auto:auto` is the default the tables above use.", "",
+                  "| backend | model | mode | input | requested | layout | convolutions | median s | "
+                  "% of matmul peak | x auto |",
+                  "|---|---|---|---|---|---|---|---:|---:|---:|"]
+        for r in sorted(variant_rows, key=lambda r: (order.get(r["backend"], 99), r["model"], r["mode"] != "infer",
+                                                     r["median_s"])):
+            base = default.get((r["backend"], r["model"], r["mode"], r["resolution"], r["batch"]))
+            lines.append(
+                f"| {r['backend']} | {r['model']} | {r['mode']} | {r['batch']}x{r['resolution']}x{r['resolution']} | "
+                f"{r['variant']} | {r.get('backbone_layout', '-')} | {r.get('conv_strategy', '-')} | "
+                f"{_fmt(r['median_s'], '.4f')} | "
+                f"{_fmt(100 * r['peak_fraction'] if r.get('peak_fraction') is not None else None, '.1f')} | "
+                f"{_fmt(r['median_s'] / base if base else None, '.2f')} |")
+        lines.append("")
+
     # conventions
     lines += ["## How to read this", "",
               "- **median s**: median wall-clock seconds of one `predict_on_batch` (infer) or `train_on_batch` "
@@ -270,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["infer", "train", "both"], default="both")
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated Keras backends")
+    p.add_argument("--sl-variants", default="auto:auto",
+                   help="SL execution paths LAYOUT:STRATEGY to time (comma-separated; see keras-sl bench)")
+    p.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
     p.add_argument("--results-dir", default=str(HERE / "results"), help="per-backend JSON folder")
     p.add_argument("--out", default=str(HERE / "README.md"), help="markdown report")
     p.add_argument("--report-only", action="store_true", help="skip running; rebuild the report from the JSON files")

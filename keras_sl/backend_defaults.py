@@ -59,3 +59,25 @@ def apply(jit_compile):
     if keras.backend.backend() == "torch":
         tune_malloc()
     return resolve_jit_compile(jit_compile)
+
+
+BACKBONE_LAYOUTS = ("auto", "lifted_first", "lifted_last", "channels_first")
+
+
+def resolve_backbone_layout(layout: str = "auto") -> str:
+    """Memory layout of an SL backbone; ``"auto"`` picks per backend.
+
+    torch: ``"channels_first"`` (Keras' torch convolutions otherwise copy
+    every activation to channels-first and back); TensorFlow and JAX:
+    ``"lifted_last"`` (the lifted axis next to the channels, so the banded
+    convolution folds it for free).
+    """
+    if layout not in BACKBONE_LAYOUTS:
+        raise ValueError(
+            f"backbone_layout must be one of {BACKBONE_LAYOUTS}, got {layout!r}."
+        )
+    if layout != "auto":
+        return layout
+    if keras.backend.backend() == "torch":
+        return "channels_first"
+    return "lifted_last"

@@ -79,8 +79,30 @@ def parse_model_name(name: str) -> tuple[str, int, int]:
     return kind, int(levels), int(res)
 
 
-def build_benchmark_model(name: str, resolution: int, in_channels: int = 3) -> keras.Model:
-    """The ``keras_sl.training.build_model`` network with a fixed input shape."""
+def parse_variant(variant: str) -> tuple[str, str]:
+    """``"lifted_last:banded"`` -> ``("lifted_last", "banded")`` (SL execution path)."""
+    from keras_sl.backend_defaults import BACKBONE_LAYOUTS
+    from keras_sl.layers.convolution import STRATEGIES
+
+    layout, _, strategy = variant.partition(":")
+    strategy = strategy or "auto"
+    if layout not in BACKBONE_LAYOUTS or strategy not in STRATEGIES:
+        raise ValueError(
+            f"SL variant {variant!r} must be LAYOUT:STRATEGY with LAYOUT in {BACKBONE_LAYOUTS} "
+            f"and STRATEGY in {STRATEGIES}, e.g. 'lifted_last:banded'."
+        )
+    return layout, strategy
+
+
+def build_benchmark_model(
+    name: str,
+    resolution: int,
+    in_channels: int = 3,
+    backbone_layout: str = "auto",
+    conv_strategy: str = "auto",
+) -> keras.Model:
+    """The ``keras_sl.training.build_model`` network with a fixed input shape
+    (``backbone_layout``/``conv_strategy`` choose the SL execution path)."""
     from keras_sl.models.sl_unet import SLUNet
     from keras_sl.models.unet import UNet
     from keras_sl.profiler import UNET_CHANNELS
@@ -89,7 +111,8 @@ def build_benchmark_model(name: str, resolution: int, in_channels: int = 3) -> k
     shape = (resolution, resolution, in_channels)
     if kind == "sl_unet":
         model = SLUNet(num_classes=1, levels=levels, num_res_units=res, in_channels=in_channels,
-                       input_shape=shape, name=name)
+                       input_shape=shape, backbone_layout=backbone_layout, conv_strategy=conv_strategy,
+                       name=name)
     else:
         if levels not in UNET_CHANNELS:
             raise ValueError(f"UNet benchmark models have 5 or 8 levels, got {name!r}.")
@@ -276,43 +299,61 @@ def _time_calls(fn, repeats: int, warmup: int) -> tuple[float, list[float]]:
     return warmup_s, times
 
 
-def _compile_for_training(model) -> None:
+def _compile_for_training(model, jit_compile="auto") -> None:
     from keras_sl import backend_defaults, losses
     from keras_sl.metrics import Dice
     from keras_sl.models.sl_unet import SLUNet
 
     if isinstance(model, SLUNet):
-        model.compile()  # the paper's defaults (Table V) and backend defaults
+        model.compile(jit_compile=jit_compile)  # the paper's defaults (Table V) and backend defaults
         return
     # keras_sl.training's UNet setup; backend_defaults.apply gives jit_compile
     # False on TensorFlow/torch ("auto" = XLA on JAX) and the same allocator
     # tuning SLUNet.compile applies on torch.
     optimizer = keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-2, clipvalue=0.5)
     model.compile(optimizer=optimizer, loss=losses.StructureLoss(), metrics=[Dice(from_logits=True)],
-                  jit_compile=backend_defaults.apply("auto"))
+                  jit_compile=backend_defaults.apply(jit_compile))
 
 
-def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gflop):
+def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gflop,
+               variant=("auto", "auto"), jit_compile="auto"):
+    from keras_sl import backend_defaults
     from keras_sl.models.sl_unet import SLUNet
 
-    model = build_benchmark_model(name, resolution)
+    model = build_benchmark_model(name, resolution, backbone_layout=variant[0], conv_strategy=variant[1])
     if mode == "infer":
         runner = model._inference_model(False) if isinstance(model, SLUNet) else model
+        if jit_compile != "auto" or keras.backend.backend() != "jax":
+            runner.compile(jit_compile=backend_defaults.resolve_jit_compile(jit_compile))
         fn = lambda: runner.predict_on_batch(x)  # noqa: E731
         gflops = forward_gflop * batch
     elif mode == "train":
-        _compile_for_training(model)
+        _compile_for_training(model, jit_compile)
         fn = lambda: model.train_on_batch(x, y)  # noqa: E731
         gflops = 3 * forward_gflop * batch
     else:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     warmup_s, times = _time_calls(fn, repeats, warmup)
     median = statistics.median(times)
+    if isinstance(model, SLUNet):
+        strategies = sorted({layer.resolved_strategy for layer in _convolutions(model)})
+        variant_info = {"variant": f"{variant[0]}:{variant[1]}", "backbone_layout": model.resolved_backbone_layout,
+                        "conv_strategy": "+".join(strategies)}
+    else:
+        variant_info = {"variant": "-", "backbone_layout": "-", "conv_strategy": "native"}
     return {
-        "backend": keras.backend.backend(), "model": name, "mode": mode, "resolution": resolution, "batch": batch,
+        "backend": keras.backend.backend(), "model": name, "mode": mode, **variant_info,
+        "jit_compile": str(jit_compile), "dtype_policy": keras.config.dtype_policy().name,
+        "resolution": resolution, "batch": batch,
         "median_s": median, "times_s": times, "warmup_s": warmup_s, "gflops": gflops,
         "achieved_gflops": gflops / median if median > 0 else float("nan"),
     }
+
+
+def _convolutions(model):
+    from keras_sl.layers.convolution import Convolution
+
+    return [layer for layer in model._flatten_layers() if isinstance(layer, Convolution)]
 
 
 def _modes(mode: str) -> tuple[str, ...]:
@@ -334,6 +375,9 @@ def run_benchmark(
     matmul_size: int = 2048,
     matmul_repeats: int = 5,
     progress=None,
+    sl_variants: Iterable[str] | str = ("auto:auto",),
+    jit_compile="auto",
+    dtype_policy: str | None = None,
 ) -> dict:
     """Time ``models`` (names from :data:`MODEL_NAMES`) under the current backend.
 
@@ -349,6 +393,11 @@ def run_benchmark(
         matmul_size: side of the square float32 matmul that measures the peak.
         matmul_repeats: timed matmuls (median taken).
         progress: optional callable receiving each result row as it completes.
+        sl_variants: SL execution paths to time, each ``"LAYOUT:STRATEGY"``
+            (``SLUNet(backbone_layout=..., conv_strategy=...)``); UNet rows run once.
+        jit_compile: passed to ``compile`` (``"auto"``: XLA on JAX only;
+            ``True`` on torch means ``torch.compile``).
+        dtype_policy: Keras dtype policy for the run, e.g. ``"mixed_bfloat16"``.
 
     Returns:
         ``{"machine", "matmul_gflops", "matmul_size", "conventions", "results"}``;
@@ -370,6 +419,11 @@ def run_benchmark(
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}.")
     modes = _modes(mode)
+    if isinstance(sl_variants, str):
+        sl_variants = [v for v in sl_variants.split(",") if v.strip()]
+    variants = [parse_variant(v.strip()) for v in sl_variants] or [("auto", "auto")]
+    if dtype_policy:
+        keras.config.set_dtype_policy(dtype_policy)
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}.")
     warmup = max(1, int(warmup))
@@ -387,13 +441,15 @@ def run_benchmark(
     results = []
     for name in models:
         forward_gflop = 2 * profile(build_benchmark_model(name, resolution), (resolution, resolution, 3))["macs"] / 1e9
-        for m in modes:
+        model_variants = variants if name.startswith("sl_") else [("auto", "auto")]
+        for m, variant in ((m, v) for v in model_variants for m in modes):
             keras.backend.clear_session()
             gc.collect()
             keras.utils.set_random_seed(seed)
             rss_reset = _reset_rss_peak()
             _reset_device_peak()
-            row = _bench_one(name, m, resolution, batch, repeats, warmup, x, y, forward_gflop)
+            row = _bench_one(name, m, resolution, batch, repeats, warmup, x, y, forward_gflop,
+                             variant=variant, jit_compile=jit_compile)
             gc.collect()
             row["peak_fraction"] = row["achieved_gflops"] / peak if peak > 0 else float("nan")
             row["peak_rss_mib"] = max_rss_mib()
@@ -410,7 +466,9 @@ def run_benchmark(
         "matmul_gflops": peak,
         "matmul_size": matmul_size,
         "settings": {"models": models, "resolution": resolution, "batch": batch, "mode": mode,
-                     "repeats": repeats, "warmup": warmup, "seed": seed},
+                     "repeats": repeats, "warmup": warmup, "seed": seed,
+                     "sl_variants": [f"{a}:{b}" for a, b in variants], "jit_compile": str(jit_compile),
+                     "dtype_policy": keras.config.dtype_policy().name},
         "conventions": CONVENTIONS,
         "results": results,
     }
@@ -426,12 +484,13 @@ def format_results(report: dict) -> str:
         "GFLOP = 2 x MACs x batch (train: 3 x forward); RSS MiB = process max RSS so far (getrusage); "
         "row MiB = peak RSS during the row (VmHWM reset before it)",
         "",
-        f"{'model':<14} {'mode':<6} {'res':>5} {'batch':>5} {'median s':>10} {'warmup s':>9} {'GFLOP':>9} "
+        f"{'model':<14} {'variant':<28} {'mode':<6} {'res':>5} {'batch':>5} {'median s':>10} {'warmup s':>9} {'GFLOP':>9} "
         f"{'GFLOP/s':>9} {'% peak':>7} {'RSS MiB':>8} {'row MiB':>8}",
     ]
     for r in report["results"]:
         lines.append(
-            f"{r['model']:<14} {r['mode']:<6} {r['resolution']:>5} {r['batch']:>5} {r['median_s']:>10.4f} "
+            f"{r['model']:<14} {r.get('backbone_layout', '-') + '/' + r.get('conv_strategy', '-'):<28} "
+            f"{r['mode']:<6} {r['resolution']:>5} {r['batch']:>5} {r['median_s']:>10.4f} "
             f"{r['warmup_s']:>9.2f} {r['gflops']:>9.3f} {r['achieved_gflops']:>9.2f} "
             f"{100 * r['peak_fraction']:>6.1f}% {r['peak_rss_mib']:>8.0f} "
             f"{'-' if r.get('rss_hwm_mib') is None else format(r['rss_hwm_mib'], '.0f'):>8}"

@@ -142,6 +142,10 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _jit_arg(value: str):
+    return {"auto": "auto", "true": True, "false": False}[value]
+
+
 def cmd_bench(args) -> int:
     from keras_sl.benchmark import format_results, run_benchmark
 
@@ -151,7 +155,8 @@ def cmd_bench(args) -> int:
 
     report = run_benchmark(args.models, resolution=args.resolution, batch=args.batch, mode=args.mode,
                            repeats=args.repeats, warmup=args.warmup, seed=args.seed,
-                           matmul_size=args.matmul_size, progress=progress)
+                           matmul_size=args.matmul_size, progress=progress, sl_variants=args.sl_variants,
+                           jit_compile=_jit_arg(args.jit_compile), dtype_policy=args.dtype_policy)
     report["command"] = "keras-sl " + " ".join(shlex.quote(a) for a in args.argv)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--seed", type=int, default=0)
     be.add_argument("--matmul-size", type=int, default=2048, help="side of the float32 matmul measuring the peak")
     be.add_argument("--json", help="write the full report (machine, matmul peak, all times) here")
+    be.add_argument("--sl-variants", default="auto:auto",
+                    help="comma-separated SL execution paths LAYOUT:STRATEGY, LAYOUT in auto, lifted_first, "
+                         "lifted_last, channels_first; STRATEGY in auto, native, banded (same outputs and weights)")
+    be.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto",
+                    help="compile(jit_compile=...): auto = XLA on JAX only; true on torch = torch.compile")
+    be.add_argument("--dtype-policy", default=None,
+                    help="Keras dtype policy for the run, e.g. mixed_bfloat16 or mixed_float16 (GPU)")
     be.set_defaults(func=cmd_bench)
     return parser
 

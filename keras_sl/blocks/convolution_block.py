@@ -48,9 +48,13 @@ class ConvNormAct(keras.layers.Layer):
         conv_only: bool = False,
         dropout: float = 0.0,
         data_format: str | None = None,
+        strategy: str = "auto",
+        lifted_axis_last: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.strategy = strategy
+        self.lifted_axis_last = bool(lifted_axis_last)
         self.rank = rank
         self.filters = filters
         self.kernel_size = kernel_size
@@ -66,6 +70,8 @@ class ConvNormAct(keras.layers.Layer):
             strides=strides,
             transposed=transposed,
             data_format=self.data_format,
+            strategy=strategy,
+            lifted_axis_last=lifted_axis_last,
             name="conv",
         )
         if not conv_only:
@@ -110,5 +116,7 @@ class ConvNormAct(keras.layers.Layer):
             conv_only=self.conv_only,
             dropout=self.dropout,
             data_format=self.data_format,
+            strategy=self.strategy,
+            lifted_axis_last=self.lifted_axis_last,
         )
         return config

@@ -38,9 +38,13 @@ class ResidualUnit(keras.layers.Layer):
         dropout: float = 0.0,
         last_conv_only: bool = False,
         data_format: str | None = None,
+        strategy: str = "auto",
+        lifted_axis_last: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.strategy = strategy
+        self.lifted_axis_last = bool(lifted_axis_last)
         self.rank = rank
         self.filters = filters
         self.strides = strides
@@ -58,6 +62,8 @@ class ResidualUnit(keras.layers.Layer):
                 conv_only=last_conv_only and i == self.subunits - 1,
                 dropout=dropout,
                 data_format=self.data_format,
+                strategy=strategy,
+                lifted_axis_last=self.lifted_axis_last,
                 name=f"unit{i}",
             )
             for i in range(self.subunits)
@@ -79,6 +85,8 @@ class ResidualUnit(keras.layers.Layer):
                 kernel_size=self.kernel_size if strided else 1,
                 strides=self.strides,
                 data_format=self.data_format,
+                strategy=self.strategy,
+                lifted_axis_last=self.lifted_axis_last,
                 name="residual",
             )
             self.residual.build(input_shape)
@@ -117,5 +125,7 @@ class ResidualUnit(keras.layers.Layer):
             dropout=self.dropout,
             last_conv_only=self.last_conv_only,
             data_format=self.data_format,
+            strategy=self.strategy,
+            lifted_axis_last=self.lifted_axis_last,
         )
         return config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
@@ -17,10 +18,136 @@ TORCH_DEFAULT_INIT = {
 }
 
 
+STRATEGIES = ("auto", "native", "banded")
+
+
 def _tf_cpu_only() -> bool:
     import tensorflow as tf
 
     return not tf.config.list_physical_devices("GPU")
+
+
+def _jax_cpu_only() -> bool:
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+# Folding the lifted axis into channels multiplies the FLOPs by about
+# length / kernel_size; past this many folded input channels the dense
+# banded kernel costs more than XLA's slow Conv3D saves.
+MAX_BANDED_CHANNELS = 256
+
+
+def resolve_strategy(rank: int, lifted_length: int | None, in_channels: int) -> str:
+    """What ``strategy="auto"`` runs for a rank-``rank`` convolution.
+
+    JAX on CPU: ``"banded"`` (XLA's CPU Conv3D is 10-100x slower than its
+    2-D convolution) while the folded channel count stays small; everything
+    else: ``"native"`` (oneDNN's Conv3D on TensorFlow/torch CPU, cuDNN on GPU).
+    """
+    if rank != 3 or not lifted_length:
+        return "native"
+    if keras.backend.backend() == "jax" and _jax_cpu_only():
+        if lifted_length * in_channels <= MAX_BANDED_CHANNELS:
+            return "banded"
+    return "native"
+
+
+def _band(length: int, out_length: int, k: int, s: int, p: int, transposed: bool):
+    """0/1 tensor ``band[tap, i, o]``: input position i reaches output o.
+
+    Convolution: ``i = o * s + tap - p``; transposed convolution (PyTorch,
+    ``output_padding = s - 1``): ``o = i * s + tap - p``.
+    """
+    band = np.zeros((k, length, out_length), "float32")
+    for tap in range(k):
+        if transposed:
+            for i in range(length):
+                o = i * s + tap - p
+                if 0 <= o < out_length:
+                    band[tap, i, o] = 1.0
+        else:
+            for o in range(out_length):
+                i = o * s + tap - p
+                if 0 <= i < length:
+                    band[tap, i, o] = 1.0
+    return band
+
+
+def _pad_spatial(x, pads, data_format):
+    rank = len(pads)
+    first = 1 if data_format == "channels_last" else 2
+    widths = [(0, 0)] * (rank + 2)
+    for i, p in enumerate(pads):
+        widths[first + i] = (p, p)
+    return ops.pad(x, widths)
+
+
+def _crop_transposed(y, kernel_size, strides, data_format):
+    """Crop Keras' "valid" transposed output to PyTorch's alignment.
+
+    Keras returns ``L*s + max(k-s, 0)`` elements per axis; PyTorch with
+    ``padding=p=(k-1)//2, output_padding=s-1`` keeps ``L*s`` of them
+    starting at ``p``, zeros (then the bias) past the end.
+    """
+    rank = len(kernel_size)
+    first = 1 if data_format == "channels_last" else 2
+    slices = [slice(None)] * (rank + 2)
+    widths = [(0, 0)] * (rank + 2)
+    for i, (k, s) in enumerate(zip(kernel_size, strides)):
+        p = (k - 1) // 2
+        behind = max(k - s, 0) - p  # >0: crop behind; <0: zeros to append
+        slices[first + i] = slice(p, -behind if behind > 0 else None)
+        widths[first + i] = (0, max(0, -behind))
+    y = y[tuple(slices)]
+    if any(w[1] for w in widths):
+        y = ops.pad(y, widths)
+    return y
+
+
+def _native_layout(fn, x, data_format):
+    """Run a conv op in the layout the backend executes natively.
+
+    Keras' TensorFlow backend silently routes channels_first 3-D
+    convolutions through XLA on CPU, which is 30-100x slower than the
+    native kernel; we transpose to channels_last around the op instead.
+    """
+    rank = len(x.shape) - 2
+    if (
+        data_format == "channels_first"
+        and keras.backend.backend() == "tensorflow"
+        and _tf_cpu_only()
+    ):
+        perm = (0, *range(2, rank + 2), 1)
+        inv = (0, rank + 1, *range(1, rank + 1))
+        return ops.transpose(fn(ops.transpose(x, perm), "channels_last"), inv)
+    return fn(x, data_format)
+
+
+def _conv_nd(x, kernel, kernel_size, strides, transposed, data_format):
+    """PyTorch-padded (transposed) convolution of any rank, without bias."""
+    if transposed:
+        y = _native_layout(
+            lambda t, fmt: ops.conv_transpose(
+                t, kernel, strides=strides, padding="valid", data_format=fmt
+            ),
+            x,
+            data_format,
+        )
+        return _crop_transposed(y, kernel_size, strides, data_format)
+    if all(s == 1 for s in strides):
+        padding = "same"  # identical to symmetric padding for odd k
+    else:
+        padding = "valid"
+        pads = tuple((k - 1) // 2 for k in kernel_size)
+        if any(pads):
+            x = _pad_spatial(x, pads, data_format)
+    return _native_layout(
+        lambda t, fmt: ops.conv(t, kernel, strides=strides, padding=padding, data_format=fmt),
+        x,
+        data_format,
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
@@ -45,6 +172,16 @@ class Convolution(keras.layers.Layer):
         transposed: build a transposed (up-sampling) convolution.
         use_bias: add a bias.
         data_format: ``"channels_last"`` or ``"channels_first"``.
+        strategy: how a rank >= 2 convolution runs; all give the same
+            outputs and gradients from the same weights. ``"native"``: the
+            backend's N-D convolution. ``"banded"``: the first spatial axis
+            (the lifted one in SL models) is folded into the channels and the
+            kernel becomes block-banded over it, so a (rank-1)-D convolution
+            does the work. ``"auto"``: :func:`resolve_strategy`.
+        lifted_axis_last: the input stores its first logical spatial axis
+            last, ``(B, H, W, D, C)`` instead of ``(B, D, H, W, C)``, which makes
+            the banded fold a free reshape. ``kernel_size``, ``strides`` and
+            the kernel stay in logical order, so weights do not depend on it.
 
     Example:
     >>> import numpy as np
@@ -64,6 +201,8 @@ class Convolution(keras.layers.Layer):
         data_format: str | None = None,
         kernel_initializer=TORCH_DEFAULT_INIT,
         bias_initializer="zeros",
+        strategy: str = "auto",
+        lifted_axis_last: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -84,6 +223,14 @@ class Convolution(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.pads = tuple((k - 1) // 2 for k in self.kernel_size)
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {STRATEGIES}, got {strategy!r}. "
+                "'auto' picks the fastest exact path for the backend and device."
+            )
+        self.strategy = strategy
+        self.lifted_axis_last = bool(lifted_axis_last)
+        self.lifted_length = None
 
     # -- helpers -----------------------------------------------------------
     @property
@@ -94,6 +241,21 @@ class Convolution(keras.layers.Layer):
     def _first_spatial(self) -> int:
         return 1 if self.data_format == "channels_last" else 2
 
+    @property
+    def _physical_order(self) -> tuple[int, ...]:
+        """Logical (kernel) axis stored at each physical spatial axis."""
+        if self.lifted_axis_last:
+            return (*range(1, self.rank), 0)
+        return tuple(range(self.rank))
+
+    def _physical(self, values: tuple) -> tuple:
+        return tuple(values[i] for i in self._physical_order)
+
+    @property
+    def _lifted_position(self) -> int:
+        """Tensor axis holding the lifted (logical first) spatial axis."""
+        return self._first_spatial + self._physical_order.index(0)
+
     def build(self, input_shape):
         in_channels = input_shape[self._channel_axis]
         if in_channels is None:
@@ -102,6 +264,9 @@ class Convolution(keras.layers.Layer):
                 f"{self.name}; got input shape {input_shape}."
             )
         self.in_channels = int(in_channels)
+        self.lifted_length = (
+            input_shape[self._lifted_position] if self.rank > 1 else None
+        )
         if self.transposed:
             shape = (*self.kernel_size, self.filters, self.in_channels)
         else:
@@ -127,92 +292,97 @@ class Convolution(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         input_shape = list(input_shape)
         first = self._first_spatial
-        for i in range(self.rank):
-            input_shape[first + i] = self._output_length(input_shape[first + i], i)
+        for i, logical in enumerate(self._physical_order):
+            input_shape[first + i] = self._output_length(input_shape[first + i], logical)
         input_shape[self._channel_axis] = self.filters
         return tuple(input_shape)
 
     # -- forward -----------------------------------------------------------
-    def _native(self, fn, x, **kwargs):
-        """Run a conv op in the layout the backend executes natively.
-
-        Keras' TensorFlow backend silently routes channels_first 3-D
-        convolutions through XLA on CPU, which is 30-100x slower than the
-        native kernel; we transpose to channels_last around the op instead.
-        """
-        if (
-            self.data_format == "channels_first"
-            and keras.backend.backend() == "tensorflow"
-            and _tf_cpu_only()
-        ):
-            perm = (0, *range(2, self.rank + 2), 1)
-            inv = (0, self.rank + 1, *range(1, self.rank + 1))
-            y = fn(ops.transpose(x, perm), data_format="channels_last", **kwargs)
-            return ops.transpose(y, inv)
-        return fn(x, data_format=self.data_format, **kwargs)
-
-    def _pad_spatial(self, x):
-        pad = [(0, 0)] * (self.rank + 2)
-        for i, p in enumerate(self.pads):
-            pad[self._first_spatial + i] = (p, p)
-        return ops.pad(x, pad)
-
-    def _crop_transposed(self, y):
-        """Crop Keras' "valid" transposed output to PyTorch's alignment.
-
-        Keras returns ``L*s + max(k-s, 0)`` elements per axis; PyTorch with
-        ``padding=p=(k-1)//2, output_padding=s-1`` keeps ``L*s`` of them
-        starting at ``p``, zeros (then the bias) past the end.
-        """
-        slices = [slice(None)] * (self.rank + 2)
-        widths = [(0, 0)] * (self.rank + 2)
-        for i in range(self.rank):
-            axis = self._first_spatial + i
-            p, s, k = self.pads[i], self.strides[i], self.kernel_size[i]
-            behind = max(k - s, 0) - p  # >0: crop behind; <0: zeros to append
-            slices[axis] = slice(p, -behind if behind > 0 else None)
-            widths[axis] = (0, max(0, -behind))
-        y = y[tuple(slices)]
-        if any(w[1] for w in widths):
-            y = ops.pad(y, widths)
-        return y
+    @property
+    def resolved_strategy(self) -> str:
+        """The strategy ``call`` runs: ``"native"`` or ``"banded"``."""
+        if self.strategy != "auto":
+            return self.strategy
+        return resolve_strategy(self.rank, self.lifted_length, self.in_channels)
 
     def call(self, inputs):
-        if self.transposed:
-            y = self._native(
-                lambda t, data_format: ops.conv_transpose(
-                    t,
-                    self.kernel,
-                    strides=self.strides,
-                    padding="valid",
-                    data_format=data_format,
-                ),
-                inputs,
-            )
-            y = self._crop_transposed(y)
+        if self.resolved_strategy == "banded" and self.rank > 1 and self.lifted_length:
+            y = self._banded(inputs)
         else:
-            x = inputs
-            if all(s == 1 for s in self.strides):
-                padding = "same"  # identical to symmetric padding for odd k
-            else:
-                padding = "valid"
-                if any(self.pads):
-                    x = self._pad_spatial(x)
-            y = self._native(
-                lambda t, data_format: ops.conv(
-                    t,
-                    self.kernel,
-                    strides=self.strides,
-                    padding=padding,
-                    data_format=data_format,
-                ),
-                x,
+            kernel = self.kernel
+            if self._physical_order != tuple(range(self.rank)):
+                perm = (*self._physical_order, self.rank, self.rank + 1)
+                kernel = ops.transpose(kernel, perm)
+            y = _conv_nd(
+                inputs,
+                kernel,
+                self._physical(self.kernel_size),
+                self._physical(self.strides),
+                self.transposed,
+                self.data_format,
             )
         if self.use_bias:
             if self.data_format == "channels_last":
                 y = y + self.bias
             else:
                 y = y + ops.reshape(self.bias, (1, self.filters) + (1,) * self.rank)
+        return y
+
+    def _banded(self, x):
+        """The lifted axis folded into channels: one (rank-1)-D convolution.
+
+        The kernel becomes block-banded over (lifted position, channel)
+        pairs, built from the same Conv3D weights by a constant 0/1 band
+        tensor, so checkpoints and gradients are shared with ``"native"``.
+        """
+        length = int(self.lifted_length)
+        k, s, p = self.kernel_size[0], self.strides[0], self.pads[0]
+        out_length = self._output_length(length, 0)
+        band = _band(length, out_length, k, s, p, self.transposed)
+        channels_last = self.data_format == "channels_last"
+        axis = self._lifted_position
+        # Move the lifted axis next to the channels (free when the layout
+        # already has it there: channels_last with the lifted axis last, or
+        # channels_first with it first).
+        fold_at = self.rank if channels_last else 2
+        if axis != fold_at:
+            x = ops.moveaxis(x, axis, fold_at)
+        shape = ops.shape(x)
+        c_in = self.in_channels
+        if channels_last:
+            folded = ops.reshape(x, (-1, *shape[1 : self.rank], length * c_in))
+        else:
+            folded = ops.reshape(x, (-1, c_in * length, *shape[3:]))
+        # kernel: (k_lift, *k_plane, a, b) with (a, b) = (in, out) or (out, in).
+        kernel = ops.cast(self.kernel, x.dtype)
+        band = ops.cast(band, x.dtype)
+        plane = "hw"[: self.rank - 1]
+        # band[k, i, o]: input position i feeds output position o through tap k.
+        if self.transposed:  # kernel (..., out, in) -> folded (..., out*, in*)
+            order = "oaib" if channels_last else "aobi"
+        else:  # kernel (..., in, out) -> folded (..., in*, out*)
+            order = "iaob" if channels_last else "aibo"
+        spec = f"kio,k{plane}ab->{plane}{order}"
+        big = ops.einsum(spec, band, kernel)
+        if self.transposed:
+            big = ops.reshape(big, (*self.kernel_size[1:], out_length * self.filters, length * c_in))
+        else:
+            big = ops.reshape(big, (*self.kernel_size[1:], length * c_in, out_length * self.filters))
+        y = _conv_nd(
+            folded,
+            big,
+            self.kernel_size[1:],
+            self.strides[1:],
+            self.transposed,
+            self.data_format,
+        )
+        shape = ops.shape(y)
+        if channels_last:
+            y = ops.reshape(y, (-1, *shape[1 : self.rank], out_length, self.filters))
+        else:
+            y = ops.reshape(y, (-1, self.filters, out_length, *shape[2:]))
+        if axis != fold_at:
+            y = ops.moveaxis(y, fold_at, axis)
         return y
 
     def get_config(self):
@@ -227,6 +397,8 @@ class Convolution(keras.layers.Layer):
             data_format=self.data_format,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            strategy=self.strategy,
+            lifted_axis_last=self.lifted_axis_last,
         )
         return config
 

@@ -14,7 +14,9 @@ class Lift(keras.layers.Layer):
 
     With ``data_format="channels_first"`` the mapping is
     ``(B, C, *spatial) -> (B, C, depth, *spatial)``. The new (lifted) axis is
-    always the first spatial axis.
+    the first spatial axis, or the last one with ``lifted_axis_last=True``
+    (``(B, *spatial, depth, C)``, the layout in which SL backbones fold the
+    lifted axis into channels for free).
 
     Example:
     >>> import numpy as np
@@ -22,8 +24,15 @@ class Lift(keras.layers.Layer):
     (2, 16, 64, 64, 3)
     """
 
-    def __init__(self, depth: int = 16, data_format: str | None = None, **kwargs):
+    def __init__(
+        self,
+        depth: int = 16,
+        data_format: str | None = None,
+        lifted_axis_last: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.lifted_axis_last = bool(lifted_axis_last)
         if int(depth) < 1:
             raise ValueError(f"Lift depth must be >= 1, got {depth}.")
         self.depth = int(depth)
@@ -31,6 +40,9 @@ class Lift(keras.layers.Layer):
 
     @property
     def lifted_axis(self) -> int:
+        """Axis of the output that holds the lifted (new) dimension."""
+        if self.lifted_axis_last:
+            return -2 if self.data_format == "channels_last" else -1
         return 1 if self.data_format == "channels_last" else 2
 
     def call(self, inputs):
@@ -41,10 +53,15 @@ class Lift(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)
-        shape.insert(self.lifted_axis, self.depth)
+        axis = self.lifted_axis % (len(shape) + 1)
+        shape.insert(axis, self.depth)
         return tuple(shape)
 
     def get_config(self):
         config = super().get_config()
-        config.update(depth=self.depth, data_format=self.data_format)
+        config.update(
+            depth=self.depth,
+            data_format=self.data_format,
+            lifted_axis_last=self.lifted_axis_last,
+        )
         return config

@@ -31,6 +31,38 @@ def lifted_strides(levels: int, lift_depth: int, rank: int = 2) -> tuple:
     return tuple(strides)
 
 
+def _permutation(src: str, dst: str, rank: int):
+    """``keras.layers.Permute`` dims taking an image from ``src`` to ``dst``
+    data format (None when they agree)."""
+    if src == dst:
+        return None
+    if dst == "channels_first":
+        return (rank + 1, *range(1, rank + 1))
+    return (*range(2, rank + 2), 1)
+
+
+def _permuted(shape: tuple, dims) -> tuple:
+    return shape if dims is None else tuple(shape[d - 1] for d in dims)
+
+
+def _slice_permutation(net_format: str, lifted_last: bool, data_format: str, rank: int):
+    """Permute dims from the backbone's output layout to the canonical slice
+    layout ``(B, m, *spatial, K)`` (channels_last) or ``(B, K, m, *spatial)``."""
+    # Positions (1-based, batch excluded) of channel, lifted and in-plane axes.
+    if net_format == "channels_last":
+        chan = rank + 1
+        lifted = rank if lifted_last else 1
+    else:
+        chan = 1
+        lifted = rank + 1 if lifted_last else 2
+    plane = [a for a in range(1, rank + 2) if a not in (chan, lifted)]
+    if data_format == "channels_last":
+        dims = (lifted, *plane, chan)
+    else:
+        dims = (chan, lifted, *plane)
+    return None if dims == tuple(range(1, rank + 2)) else dims
+
+
 @keras.saving.register_keras_serializable(package="keras_sl")
 class SLUNet(SLModel):
     """Spatial-Lifting UNet for k-D dense prediction (paper Section III).
@@ -55,6 +87,16 @@ class SLUNet(SLModel):
         selected_slices: initial selected slice indices (default: central ones).
         input_shape: image shape without batch; spatial sizes may be None.
         data_format: ``"channels_last"`` (default) or ``"channels_first"``.
+        backbone_layout: memory layout of the lifted network's activations;
+            outputs and weights do not depend on it. ``"lifted_first"``:
+            MONAI's ``(B, m, H, W, C)`` (or channels-first if the images are);
+            ``"lifted_last"``: ``(B, H, W, m, C)``; ``"channels_first"``:
+            ``(B, C, m, H, W)``. The last two fold the lifted axis into the
+            channels for free (``conv_strategy="banded"``). ``"auto"``:
+            :func:`keras_sl.backend_defaults.resolve_backbone_layout`.
+        conv_strategy: how the lifted convolutions run, see
+            :class:`keras_sl.layers.Convolution` (``"auto"``, ``"native"``,
+            ``"banded"``).
 
     Example:
     >>> import numpy as np
@@ -79,9 +121,12 @@ class SLUNet(SLModel):
         selected_slices: Sequence[int] | None = None,
         input_shape: Sequence | None = None,
         data_format: str | None = None,
+        backbone_layout: str = "auto",
+        conv_strategy: str = "auto",
         **kwargs,
     ):
         data_format = standardize_data_format(data_format)
+        layout = backend_defaults.resolve_backbone_layout(backbone_layout)
         if num_selected >= lift_depth:
             raise ValueError(
                 f"num_selected ({num_selected}) must be smaller than lift_depth "
@@ -94,10 +139,17 @@ class SLUNet(SLModel):
         input_shape = tuple(input_shape)
         rank = len(input_shape) - 1
         strides = lifted_strides(levels, lift_depth, rank)
-        if data_format == "channels_last":
-            lifted_shape = (lift_depth, *input_shape)
-        else:
-            lifted_shape = (input_shape[0], lift_depth, *input_shape[1:])
+        net_format = data_format if layout == "lifted_first" else (
+            "channels_first" if layout == "channels_first" else "channels_last"
+        )
+        lifted_last = layout == "lifted_last"
+        # The image in the backbone's data format (a cheap permute of the
+        # small k-D input), then lifted straight into the backbone's layout.
+        to_net = _permutation(data_format, net_format, rank)
+        net_image_shape = _permuted(input_shape, to_net)
+        lifted_shape = Lift(lift_depth, data_format=net_format, lifted_axis_last=lifted_last).compute_output_shape(
+            (None, *net_image_shape)
+        )[1:]
         backbone = UNet(
             spatial_dims=rank + 1,
             in_channels=in_channels,
@@ -109,12 +161,21 @@ class SLUNet(SLModel):
             up_kernel_size=up_kernel_size,
             dropout=dropout,
             input_shape=lifted_shape,
-            data_format=data_format,
+            data_format=net_format,
+            conv_strategy=conv_strategy,
+            lifted_axis_last=lifted_last,
             name="backbone",
         )
         inputs = keras.Input(shape=input_shape, name="image")
-        lifted = Lift(lift_depth, data_format=data_format, name="lift")(inputs)
+        x = inputs
+        if to_net is not None:
+            x = keras.layers.Permute(to_net, name="to_backbone_format")(x)
+        lifted = Lift(lift_depth, data_format=net_format, lifted_axis_last=lifted_last, name="lift")(x)
         slice_logits = backbone(lifted)
+        # Back to the canonical slice layout (B, m, *spatial, K) / (B, K, m, *spatial).
+        to_slices = _slice_permutation(net_format, lifted_last, data_format, rank + 1)
+        if to_slices is not None:
+            slice_logits = keras.layers.Permute(to_slices, name="to_slice_layout")(slice_logits)
         super().__init__(inputs=inputs, outputs=slice_logits, **kwargs)
 
         self.backbone = backbone
@@ -138,6 +199,9 @@ class SLUNet(SLModel):
         self.up_kernel_size = up_kernel_size
         self.dropout = dropout
         self.activation = activation
+        self.backbone_layout = backbone_layout
+        self.conv_strategy = conv_strategy
+        self.resolved_backbone_layout = layout
         self.image_shape = input_shape
         self.data_format = data_format
         # Inference graphs wrap this model; keep them out of Keras' attribute
@@ -294,6 +358,8 @@ class SLUNet(SLModel):
             "selected_slices": self.selected_slices,
             "input_shape": list(self.image_shape),
             "data_format": self.data_format,
+            "backbone_layout": self.backbone_layout,
+            "conv_strategy": self.conv_strategy,
             "name": self.name,
             "trainable": self.trainable,
         }

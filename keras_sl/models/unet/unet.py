@@ -36,6 +36,11 @@ class UNet(SLModel):
         dropout: dropout rate after each normalisation.
         input_shape: full input shape without batch; spatial sizes may be None.
         data_format: ``"channels_last"`` (default) or ``"channels_first"``.
+        conv_strategy: how convolutions run (``keras_sl.layers.Convolution``):
+            ``"auto"``, ``"native"`` or ``"banded"``; weights are the same.
+        lifted_axis_last: the input stores the first spatial axis last
+            (``(B, H, W, D, C)``); strides stay in logical order. Used by SL
+            models to make the banded fold free.
 
     Example:
     >>> import numpy as np
@@ -57,6 +62,8 @@ class UNet(SLModel):
         dropout: float = 0.0,
         input_shape: Sequence | None = None,
         data_format: str | None = None,
+        conv_strategy: str = "auto",
+        lifted_axis_last: bool = False,
         **kwargs,
     ):
         data_format = standardize_data_format(data_format)
@@ -76,7 +83,12 @@ class UNet(SLModel):
             )
         input_shape = tuple(input_shape)
         axis = channel_axis(data_format)
-        common = dict(rank=spatial_dims, data_format=data_format)
+        common = dict(
+            rank=spatial_dims,
+            data_format=data_format,
+            strategy=conv_strategy,
+            lifted_axis_last=lifted_axis_last,
+        )
         monai_paths: dict[str, str] = {}
 
         def down_layer(filters, stride, name, path):
@@ -138,13 +150,19 @@ class UNet(SLModel):
         self.dropout = dropout
         self.image_shape = input_shape
         self.data_format = data_format
+        self.conv_strategy = conv_strategy
+        self.lifted_axis_last = lifted_axis_last
         # Keras layer name -> MONAI module path, for keras_sl.interop.
         self.monai_paths = monai_paths
 
     @property
     def stride_multiple(self) -> tuple[int, ...]:
-        """Each spatial size must be a multiple of this (total stride)."""
-        return total_strides(self.strides, self.spatial_dims)
+        """Each spatial size must be a multiple of this (total stride), in the
+        order of the input's axes."""
+        multiple = total_strides(self.strides, self.spatial_dims)
+        if self.lifted_axis_last:
+            multiple = (*multiple[1:], multiple[0])
+        return multiple
 
     def get_config(self):
         return {
@@ -159,6 +177,8 @@ class UNet(SLModel):
             "dropout": self.dropout,
             "input_shape": list(self.image_shape),
             "data_format": self.data_format,
+            "conv_strategy": self.conv_strategy,
+            "lifted_axis_last": self.lifted_axis_last,
             "name": self.name,
             "trainable": self.trainable,
         }

@@ -1,0 +1,165 @@
+"""Execution paths of lifted convolutions: every (layout, strategy) gives the
+same outputs and the same gradients from the same weights."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_sl import SLUNet, backend_defaults
+from keras_sl.layers import Convolution, Lift
+from keras_sl.layers.convolution import _band, resolve_strategy
+
+CASES = [
+    (transposed, strides, layout)
+    for transposed, strides, layout in itertools.product(
+        [False, True], [1, 2, (1, 2, 2), (2, 1, 1)], ["lifted_first", "lifted_last", "channels_first"]
+    )
+]
+
+
+def _to_layout(x, layout):
+    """(B, D, H, W, C) -> the physical layout."""
+    if layout == "lifted_last":
+        return np.moveaxis(x, 1, 3)
+    if layout == "channels_first":
+        return np.moveaxis(x, -1, 1)
+    return x
+
+
+def _from_layout(y, layout):
+    if layout == "lifted_last":
+        return np.moveaxis(y, 3, 1)
+    if layout == "channels_first":
+        return np.moveaxis(y, 1, -1)
+    return y
+
+
+@pytest.mark.parametrize("transposed,strides,layout", CASES)
+def test_banded_and_native_agree_with_the_reference(transposed, strides, layout, rng):
+    x = rng.standard_normal((2, 8, 12, 10, 3)).astype("float32")
+    ref = Convolution(3, 5, strides=strides, transposed=transposed, strategy="native")
+    expected = ops.convert_to_numpy(ref(x))
+    fmt = "channels_first" if layout == "channels_first" else "channels_last"
+    xin = _to_layout(x, layout)
+    for strategy in ("native", "banded"):
+        layer = Convolution(3, 5, strides=strides, transposed=transposed, data_format=fmt,
+                            strategy=strategy, lifted_axis_last=layout == "lifted_last")
+        layer.build(xin.shape)
+        layer.set_weights(ref.get_weights())  # weights do not depend on the path
+        y = ops.convert_to_numpy(layer(xin))
+        assert y.shape == tuple(layer.compute_output_shape(xin.shape))
+        np.testing.assert_allclose(_from_layout(y, layout), expected, atol=1e-5, err_msg=f"{strategy} {layout}")
+
+
+def test_band_marks_the_taps_of_a_strided_and_a_transposed_convolution():
+    conv = _band(4, 2, 3, 2, 1, transposed=False)  # output o reads inputs 2o-1, 2o, 2o+1
+    assert conv[:, :, 0].tolist() == [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]]
+    assert conv[:, :, 1].tolist() == [[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    up = _band(2, 4, 3, 2, 1, transposed=True)  # input i writes outputs 2i-1, 2i, 2i+1
+    assert up[:, 0, :].tolist() == [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]]
+    assert up.sum() == 5  # the tap past the last output is dropped (PyTorch cropping)
+
+
+def test_auto_strategy_per_backend():
+    expected = "banded" if keras.backend.backend() == "jax" and _jax_cpu() else "native"
+    assert resolve_strategy(3, 16, 3) == expected
+    assert resolve_strategy(2, 256, 3) == "native"  # 2-D nets are never folded
+    assert resolve_strategy(3, None, 3) == "native"  # unknown lifted length
+    assert resolve_strategy(3, 96, 32) == "native"  # folded channels would explode
+
+
+def _jax_cpu():
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+def test_unknown_strategy_and_layout_say_what_is_allowed():
+    with pytest.raises(ValueError, match="'auto', 'native', 'banded'"):
+        Convolution(3, 8, strategy="fast")
+    with pytest.raises(ValueError, match="lifted_last"):
+        SLUNet(levels=2, lift_depth=4, num_selected=2, backbone_layout="NDHWC")
+
+
+def test_lift_axis_last():
+    x = np.arange(2 * 4 * 6 * 3, dtype="float32").reshape(2, 4, 6, 3)
+    lift = Lift(5, lifted_axis_last=True)
+    y = ops.convert_to_numpy(lift(x))
+    assert y.shape == (2, 4, 6, 5, 3) == lift.compute_output_shape(x.shape)
+    np.testing.assert_array_equal(y[:, :, :, 3], x)
+    first = Lift(5, data_format="channels_first", lifted_axis_last=True)
+    assert first.compute_output_shape((2, 3, 4, 6)) == (2, 3, 4, 6, 5)
+    assert Lift.from_config(lift.get_config()).lifted_axis_last
+
+
+PATHS = [("lifted_first", "native"), ("lifted_first", "banded"), ("lifted_last", "native"),
+         ("lifted_last", "banded"), ("channels_first", "native"), ("channels_first", "banded")]
+
+
+def _small_sl_unet(layout, strategy, **kwargs):
+    keras.utils.set_random_seed(1)
+    kwargs.setdefault("input_shape", (16, 16, 3))
+    return SLUNet(levels=3, num_res_units=1, lift_depth=4, num_selected=2,
+                  backbone_layout=layout, conv_strategy=strategy, **kwargs)
+
+
+def test_sl_unet_paths_give_the_same_outputs_and_gradients(rng):
+    """One SGD step with lr=1 moves each weight by minus its gradient, so equal
+    weights after the step mean equal gradients (on every backend)."""
+    x = rng.random((2, 16, 16, 3)).astype("float32")
+    y = (rng.random((2, 16, 16, 1)) > 0.5).astype("float32")
+    reference = _small_sl_unet("lifted_first", "native")
+    weights = reference.get_weights()
+    outputs, stepped = {}, {}
+    for layout, strategy in PATHS:
+        model = reference if (layout, strategy) == PATHS[0] else _small_sl_unet(layout, strategy)
+        model.set_weights(weights)
+        outputs[layout, strategy] = ops.convert_to_numpy(model(x))
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), metrics=[])
+        model.train_on_batch(x, y)
+        stepped[layout, strategy] = model.get_weights()
+    ref_out, ref_step = outputs[PATHS[0]], stepped[PATHS[0]]
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(ref_step, weights))
+    assert moved > 1e-3  # the step did change the weights
+    for path in PATHS[1:]:
+        np.testing.assert_allclose(outputs[path], ref_out, atol=1e-4, err_msg=str(path))
+        for a, b in zip(stepped[path], ref_step):
+            np.testing.assert_allclose(a, b, atol=1e-4, err_msg=str(path))
+
+
+def test_checkpoints_move_between_layouts(tmp_path, rng):
+    x = rng.random((1, 16, 16, 3)).astype("float32")
+    source = _small_sl_unet("lifted_first", "native")
+    path = str(tmp_path / "model.weights.h5")
+    source.save_weights(path)
+    target = _small_sl_unet("channels_first", "banded")
+    target.load_weights(path)
+    np.testing.assert_allclose(ops.convert_to_numpy(target.predict(x, verbose=0)),
+                               ops.convert_to_numpy(source.predict(x, verbose=0)), atol=1e-5)
+
+
+def test_config_keeps_the_requested_path_and_resolves_it_per_backend():
+    model = _small_sl_unet("auto", "banded")
+    config = model.get_config()
+    assert config["backbone_layout"] == "auto" and config["conv_strategy"] == "banded"
+    clone = SLUNet.from_config(config)
+    assert clone.resolved_backbone_layout == backend_defaults.resolve_backbone_layout("auto")
+    convs = [layer for layer in clone._flatten_layers() if isinstance(layer, Convolution)]
+    assert convs and all(layer.resolved_strategy == "banded" for layer in convs)
+    expected = "channels_first" if keras.backend.backend() == "torch" else "lifted_last"
+    assert model.resolved_backbone_layout == expected
+
+
+def test_channels_first_images_with_every_layout(rng):
+    x = rng.random((1, 16, 16, 3)).astype("float32")
+    reference = _small_sl_unet("lifted_first", "native")
+    expected = ops.convert_to_numpy(reference(x))
+    for layout in ("lifted_first", "lifted_last", "channels_first"):
+        model = _small_sl_unet(layout, "auto", data_format="channels_first", input_shape=(3, 16, 16))
+        model.set_weights(reference.get_weights())
+        y = ops.convert_to_numpy(model(np.moveaxis(x, -1, 1)))
+        assert y.shape == (1, 1, 4, 16, 16)
+        np.testing.assert_allclose(np.moveaxis(y, 1, -1), expected, atol=1e-5, err_msg=layout)

@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_sl import SLUNet, backend_defaults
 from keras_sl.layers import Convolution, Lift
-from keras_sl.layers.convolution import _band, resolve_strategy
+from keras_sl.layers.convolution import _band, _on_cpu, resolve_strategy
 
 CASES = [
     (transposed, strides, layout)
@@ -64,17 +64,13 @@ def test_band_marks_the_taps_of_a_strided_and_a_transposed_convolution():
 
 
 def test_auto_strategy_per_backend():
-    expected = "banded" if keras.backend.backend() == "jax" and _jax_cpu() else "native"
+    expected = "banded" if _on_cpu() else "native"
     assert resolve_strategy(3, 16, 3) == expected
     assert resolve_strategy(2, 256, 3) == "native"  # 2-D nets are never folded
     assert resolve_strategy(3, None, 3) == "native"  # unknown lifted length
     assert resolve_strategy(3, 96, 32) == "native"  # folded channels would explode
 
 
-def _jax_cpu():
-    import jax
-
-    return jax.default_backend() == "cpu"
 
 
 def test_unknown_strategy_and_layout_say_what_is_allowed():
@@ -163,3 +159,36 @@ def test_channels_first_images_with_every_layout(rng):
         y = ops.convert_to_numpy(model(np.moveaxis(x, -1, 1)))
         assert y.shape == (1, 1, 4, 16, 16)
         np.testing.assert_allclose(np.moveaxis(y, 1, -1), expected, atol=1e-5, err_msg=layout)
+
+
+@pytest.mark.parametrize("layout", ["lifted_first", "lifted_last", "channels_first"])
+@pytest.mark.parametrize("strides", [2, (1, 2, 2), 1])
+def test_broadcast_input_reads_one_slice_exactly(layout, strides, rng):
+    image = rng.standard_normal((2, 12, 10, 3)).astype("float32")
+    x = np.repeat(image[:, None], 8, axis=1)  # a lifted image (B, D, H, W, C)
+    ref = Convolution(3, 5, strides=strides, strategy="native")
+    expected = ops.convert_to_numpy(ref(x))
+    fmt = "channels_first" if layout == "channels_first" else "channels_last"
+    xin = _to_layout(x, layout)
+    layer = Convolution(3, 5, strides=strides, data_format=fmt, lifted_axis_last=layout == "lifted_last",
+                        broadcast_input=True, strategy="auto")
+    layer.build(xin.shape)
+    layer.set_weights(ref.get_weights())
+    assert layer.uses_broadcast_input
+    np.testing.assert_allclose(_from_layout(ops.convert_to_numpy(layer(xin)), layout), expected, atol=1e-5)
+    # "native" keeps the plain Conv3D (the reference path)
+    native = Convolution(3, 5, strides=strides, broadcast_input=True, strategy="native")
+    native.build(x.shape)
+    assert not native.uses_broadcast_input
+    with pytest.raises(ValueError, match="non-transposed"):
+        Convolution(3, 5, transposed=True, broadcast_input=True)
+
+
+def test_sl_unet_first_layer_reads_one_slice():
+    model = _small_sl_unet("auto", "auto")
+    used = sorted(layer.path for layer in model._flatten_layers()
+                  if isinstance(layer, Convolution) and layer.uses_broadcast_input)
+    assert used == ["down0/residual", "down0/unit0/conv"]
+    reference = _small_sl_unet("lifted_first", "native")
+    assert not any(layer.uses_broadcast_input for layer in reference._flatten_layers()
+                   if isinstance(layer, Convolution))

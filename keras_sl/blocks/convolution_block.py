@@ -50,9 +50,11 @@ class ConvNormAct(keras.layers.Layer):
         data_format: str | None = None,
         strategy: str = "auto",
         lifted_axis_last: bool = False,
+        broadcast_input: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.broadcast_input = bool(broadcast_input)
         self.strategy = strategy
         self.lifted_axis_last = bool(lifted_axis_last)
         self.rank = rank
@@ -72,6 +74,7 @@ class ConvNormAct(keras.layers.Layer):
             data_format=self.data_format,
             strategy=strategy,
             lifted_axis_last=lifted_axis_last,
+            broadcast_input=broadcast_input,
             name="conv",
         )
         if not conv_only:
@@ -118,5 +121,6 @@ class ConvNormAct(keras.layers.Layer):
             data_format=self.data_format,
             strategy=self.strategy,
             lifted_axis_last=self.lifted_axis_last,
+            broadcast_input=self.broadcast_input,
         )
         return config

@@ -40,9 +40,11 @@ class ResidualUnit(keras.layers.Layer):
         data_format: str | None = None,
         strategy: str = "auto",
         lifted_axis_last: bool = False,
+        broadcast_input: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.broadcast_input = bool(broadcast_input)
         self.strategy = strategy
         self.lifted_axis_last = bool(lifted_axis_last)
         self.rank = rank
@@ -64,6 +66,7 @@ class ResidualUnit(keras.layers.Layer):
                 data_format=self.data_format,
                 strategy=strategy,
                 lifted_axis_last=self.lifted_axis_last,
+                broadcast_input=self.broadcast_input and i == 0,
                 name=f"unit{i}",
             )
             for i in range(self.subunits)
@@ -87,6 +90,7 @@ class ResidualUnit(keras.layers.Layer):
                 data_format=self.data_format,
                 strategy=self.strategy,
                 lifted_axis_last=self.lifted_axis_last,
+                broadcast_input=self.broadcast_input,
                 name="residual",
             )
             self.residual.build(input_shape)
@@ -127,5 +131,6 @@ class ResidualUnit(keras.layers.Layer):
             data_format=self.data_format,
             strategy=self.strategy,
             lifted_axis_last=self.lifted_axis_last,
+            broadcast_input=self.broadcast_input,
         )
         return config

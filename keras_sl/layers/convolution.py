@@ -39,18 +39,33 @@ def _jax_cpu_only() -> bool:
 MAX_BANDED_CHANNELS = 256
 
 
+def _on_cpu() -> bool:
+    """Whether the current backend runs on the CPU (no GPU/TPU visible)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _jax_cpu_only()
+    if backend == "tensorflow":
+        return _tf_cpu_only()
+    if backend == "torch":
+        import torch
+
+        return not torch.cuda.is_available()
+    return True
+
+
 def resolve_strategy(rank: int, lifted_length: int | None, in_channels: int) -> str:
     """What ``strategy="auto"`` runs for a rank-``rank`` convolution.
 
-    JAX on CPU: ``"banded"`` (XLA's CPU Conv3D is 10-100x slower than its
-    2-D convolution) while the folded channel count stays small; everything
-    else: ``"native"`` (oneDNN's Conv3D on TensorFlow/torch CPU, cuDNN on GPU).
+    On CPU: ``"banded"`` while the folded channel count stays small (it beat
+    the native Conv3D on all three backends in ``benchmarks/``: XLA's CPU
+    Conv3D is 10-100x slower than its 2-D convolution, and oneDNN runs the
+    dense folded 2-D convolution faster than the 8-channel Conv3D).
+    Elsewhere (GPU/TPU) and for 2-D networks: ``"native"``.
     """
     if rank != 3 or not lifted_length:
         return "native"
-    if keras.backend.backend() == "jax" and _jax_cpu_only():
-        if lifted_length * in_channels <= MAX_BANDED_CHANNELS:
-            return "banded"
+    if _on_cpu() and lifted_length * in_channels <= MAX_BANDED_CHANNELS:
+        return "banded"
     return "native"
 
 
@@ -182,6 +197,12 @@ class Convolution(keras.layers.Layer):
             last, ``(B, H, W, D, C)`` instead of ``(B, D, H, W, C)``, which makes
             the banded fold a free reshape. ``kernel_size``, ``strides`` and
             the kernel stay in logical order, so weights do not depend on it.
+        broadcast_input: promise that the input is constant along the lifted
+            axis (a lifted image, the first layer of an SL network). Unless
+            ``strategy="native"``, only one slice is read and the kernel's taps
+            along that axis are summed per output position: one
+            (rank-1)-D convolution with ``m`` times fewer FLOPs, exact for such
+            inputs (and wrong for any other input).
 
     Example:
     >>> import numpy as np
@@ -203,6 +224,7 @@ class Convolution(keras.layers.Layer):
         bias_initializer="zeros",
         strategy: str = "auto",
         lifted_axis_last: bool = False,
+        broadcast_input: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -230,6 +252,12 @@ class Convolution(keras.layers.Layer):
             )
         self.strategy = strategy
         self.lifted_axis_last = bool(lifted_axis_last)
+        self.broadcast_input = bool(broadcast_input)
+        if self.broadcast_input and (self.transposed or rank < 2):
+            raise ValueError(
+                "broadcast_input=True needs a (non-transposed) convolution of rank >= 2: it "
+                "reads one slice of an input that is constant along its first spatial axis."
+            )
         self.lifted_length = None
 
     # -- helpers -----------------------------------------------------------
@@ -305,8 +333,14 @@ class Convolution(keras.layers.Layer):
             return self.strategy
         return resolve_strategy(self.rank, self.lifted_length, self.in_channels)
 
+    @property
+    def uses_broadcast_input(self) -> bool:
+        return self.broadcast_input and self.strategy != "native" and bool(self.lifted_length)
+
     def call(self, inputs):
-        if self.resolved_strategy == "banded" and self.rank > 1 and self.lifted_length:
+        if self.uses_broadcast_input:
+            y = self._broadcast(inputs)
+        elif self.resolved_strategy == "banded" and self.rank > 1 and self.lifted_length:
             y = self._banded(inputs)
         else:
             kernel = self.kernel
@@ -326,6 +360,38 @@ class Convolution(keras.layers.Layer):
                 y = y + self.bias
             else:
                 y = y + ops.reshape(self.bias, (1, self.filters) + (1,) * self.rank)
+        return y
+
+    def _broadcast(self, x):
+        """Convolution of an input that repeats one slice along the lifted axis.
+
+        Output position ``o`` sees the slice through the taps that land
+        inside the input, so it is one (rank-1)-D convolution of the slice
+        with the sum of those taps; all positions together are a single
+        convolution whose output channels are (position, filter) pairs.
+        """
+        length = int(self.lifted_length)
+        k, s, p = self.kernel_size[0], self.strides[0], self.pads[0]
+        out_length = self._output_length(length, 0)
+        valid = _band(length, out_length, k, s, p, False).sum(axis=1)  # (k, out_length)
+        channels_last = self.data_format == "channels_last"
+        index = [slice(None)] * (self.rank + 2)
+        index[self._lifted_position] = 0
+        image = x[tuple(index)]
+        plane = "hw"[: self.rank - 1]
+        spec = f"ko,k{plane}ab->{plane}a" + ("ob" if channels_last else "bo")
+        kernel = ops.einsum(spec, ops.cast(valid, x.dtype), ops.cast(self.kernel, x.dtype))
+        kernel = ops.reshape(kernel, (*self.kernel_size[1:], self.in_channels, out_length * self.filters))
+        y = _conv_nd(image, kernel, self.kernel_size[1:], self.strides[1:], False, self.data_format)
+        shape = ops.shape(y)
+        if channels_last:  # (B, *plane, m*F) -> (B, *plane, m, F)
+            y = ops.reshape(y, (-1, *shape[1 : self.rank], out_length, self.filters))
+            folded_at = self.rank
+        else:  # (B, F*m, *plane) -> (B, F, m, *plane)
+            y = ops.reshape(y, (-1, self.filters, out_length, *shape[2:]))
+            folded_at = 2
+        if folded_at != self._lifted_position:
+            y = ops.moveaxis(y, folded_at, self._lifted_position)
         return y
 
     def _banded(self, x):
@@ -399,6 +465,7 @@ class Convolution(keras.layers.Layer):
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             strategy=self.strategy,
             lifted_axis_last=self.lifted_axis_last,
+            broadcast_input=self.broadcast_input,
         )
         return config
 

@@ -47,9 +47,10 @@ class Lift(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.expand_dims(inputs, self.lifted_axis)
-        reps = [1] * len(x.shape)
-        reps[self.lifted_axis] = self.depth
-        return ops.tile(x, reps)
+        shape = list(ops.shape(x))
+        shape[self.lifted_axis] = self.depth
+        # A broadcast, not a copy, where the backend can (torch: a view).
+        return ops.broadcast_to(x, shape)
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)

@@ -96,7 +96,9 @@ class SLUNet(SLModel):
             :func:`keras_sl.backend_defaults.resolve_backbone_layout`.
         conv_strategy: how the lifted convolutions run, see
             :class:`keras_sl.layers.Convolution` (``"auto"``, ``"native"``,
-            ``"banded"``).
+            ``"banded"``). Except with ``"native"`` (plain Conv3D everywhere,
+            the reference path), the first layer convolves a single slice of
+            the lifted image, which all m slices equal.
 
     Example:
     >>> import numpy as np
@@ -164,6 +166,7 @@ class SLUNet(SLModel):
             data_format=net_format,
             conv_strategy=conv_strategy,
             lifted_axis_last=lifted_last,
+            lifted_input=True,
             name="backbone",
         )
         inputs = keras.Input(shape=input_shape, name="image")

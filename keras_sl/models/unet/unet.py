@@ -41,6 +41,10 @@ class UNet(SLModel):
         lifted_axis_last: the input stores the first spatial axis last
             (``(B, H, W, D, C)``); strides stay in logical order. Used by SL
             models to make the banded fold free.
+        lifted_input: the input is a lifted image (constant along the first
+            spatial axis), as in SL models; the first layer then convolves
+            one slice (``Convolution(broadcast_input=True)``) unless
+            ``conv_strategy="native"``. Wrong for any other input.
 
     Example:
     >>> import numpy as np
@@ -64,6 +68,7 @@ class UNet(SLModel):
         data_format: str | None = None,
         conv_strategy: str = "auto",
         lifted_axis_last: bool = False,
+        lifted_input: bool = False,
         **kwargs,
     ):
         data_format = standardize_data_format(data_format)
@@ -93,14 +98,16 @@ class UNet(SLModel):
 
         def down_layer(filters, stride, name, path):
             monai_paths[name] = path
+            # The first layer of an SL backbone sees a lifted image.
+            first = dict(broadcast_input=lifted_input and name == "down0")
             if num_res_units > 0:
                 return ResidualUnit(
                     filters=filters, strides=stride, kernel_size=kernel_size,
-                    subunits=num_res_units, dropout=dropout, name=name, **common,
+                    subunits=num_res_units, dropout=dropout, name=name, **common, **first,
                 )
             return ConvNormAct(
                 filters=filters, strides=stride, kernel_size=kernel_size,
-                dropout=dropout, name=name, **common,
+                dropout=dropout, name=name, **common, **first,
             )
 
         def up_layers(filters, stride, is_top, name, path):
@@ -152,6 +159,7 @@ class UNet(SLModel):
         self.data_format = data_format
         self.conv_strategy = conv_strategy
         self.lifted_axis_last = lifted_axis_last
+        self.lifted_input = lifted_input
         # Keras layer name -> MONAI module path, for keras_sl.interop.
         self.monai_paths = monai_paths
 
@@ -179,6 +187,7 @@ class UNet(SLModel):
             "data_format": self.data_format,
             "conv_strategy": self.conv_strategy,
             "lifted_axis_last": self.lifted_axis_last,
+            "lifted_input": self.lifted_input,
             "name": self.name,
             "trainable": self.trainable,
         }

@@ -189,6 +189,9 @@ class SLUNet(SLModel):
             reduction="sum" if activation is not None else "mean",
             selected_slices=selected_slices,
             data_format=data_format,
+            # Under mixed precision the sum of logits, the activation and Q
+            # run in float32 (Keras' advice for output layers).
+            dtype="float32",
             name="slice_head",
         )
         self.num_classes = num_classes

@@ -192,3 +192,44 @@ def test_sl_unet_first_layer_reads_one_slice():
     reference = _small_sl_unet("lifted_first", "native")
     assert not any(layer.uses_broadcast_input for layer in reference._flatten_layers()
                    if isinstance(layer, Convolution))
+
+
+@pytest.mark.parametrize("rank,kernel_size,strides,data_format", [
+    (2, 3, 2, "channels_last"), (2, 3, 2, "channels_first"), (3, 3, (1, 2, 2), "channels_last"),
+    (3, 3, 2, "channels_first"), (1, 5, 3, "channels_last"), (2, 1, 2, "channels_last"), (2, 3, 1, "channels_last"),
+])
+def test_transposed_convolution_by_phases_is_exact(rank, kernel_size, strides, data_format, rng):
+    from keras_sl.layers import convolution as conv_module
+
+    ks = (kernel_size,) * rank
+    st = (strides,) * rank if isinstance(strides, int) else strides
+    x = rng.standard_normal((2, *(5, 6, 4)[:rank], 3)).astype("float32")
+    if data_format == "channels_first":
+        x = np.moveaxis(x, -1, 1)
+    w = rng.standard_normal((*ks, 4, 3)).astype("float32")
+    dilated = conv_module._crop_transposed(
+        conv_module._native_layout(
+            lambda t, fmt: ops.conv_transpose(t, w, strides=st, padding="valid", data_format=fmt), x, data_format
+        ),
+        ks, st, data_format,
+    )
+    phases = conv_module._transposed_by_phases(x, w, ks, st, data_format)
+    np.testing.assert_allclose(ops.convert_to_numpy(phases), ops.convert_to_numpy(dilated), atol=1e-4)
+
+
+def test_transposed_by_phases_has_the_same_gradients(monkeypatch, rng):
+    """Train one SGD step through a transposed convolution with each method."""
+    from keras_sl.layers import convolution as conv_module
+
+    x = rng.standard_normal((2, 6, 5, 3)).astype("float32")
+    y = rng.standard_normal((2, 12, 10, 4)).astype("float32")
+    results = []
+    for use_phases in (False, True):
+        monkeypatch.setattr(conv_module, "_transposed_by_phases_pays", lambda value=use_phases: value)
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((6, 5, 3)), Convolution(2, 4, strides=2, transposed=True)])
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", jit_compile=False)
+        model.train_on_batch(x, y)
+        results.append(model.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, atol=1e-5)

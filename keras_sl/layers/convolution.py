@@ -90,6 +90,12 @@ def _band(length: int, out_length: int, k: int, s: int, p: int, transposed: bool
     return band
 
 
+def _transposed_by_phases_pays() -> bool:
+    """XLA on CPU runs input-dilated (transposed) convolutions and their
+    kernel gradients 7-12x slower than ordinary ones; decompose them there."""
+    return keras.backend.backend() == "jax" and _jax_cpu_only()
+
+
 def _pad_spatial(x, pads, data_format):
     rank = len(pads)
     first = 1 if data_format == "channels_last" else 2
@@ -140,8 +146,83 @@ def _native_layout(fn, x, data_format):
     return fn(x, data_format)
 
 
+def _phase_offsets(k: int, s: int) -> tuple[int, list[dict[int, int]]]:
+    """Sub-pixel decomposition of one axis of a PyTorch-aligned transposed conv.
+
+    Output ``o = s * j + r`` (phase ``r``) sums ``x[j + d] * w[t]`` over the
+    taps ``t`` with ``(r + p - t) % s == 0`` and ``d = (r + p - t) // s``.
+    Returns the smallest offset ``d`` over all phases and, per phase,
+    ``{d - d_min: t}``.
+    """
+    p = (k - 1) // 2
+    phases = [{(r + p - t) // s: t for t in range(k) if (r + p - t) % s == 0} for r in range(s)]
+    d_min = min(min(taps, default=0) for taps in phases)
+    return d_min, [{d - d_min: t for d, t in taps.items()} for taps in phases]
+
+
+def _transposed_by_phases(x, kernel, kernel_size, strides, data_format):
+    """PyTorch-aligned transposed convolution as one ordinary stride-1
+    convolution with ``prod(strides)`` times the filters (one group per output
+    phase) followed by a pixel shuffle.
+
+    Exact; a 3x3, stride-2 kernel becomes a 2x2 one with 4x the filters, and
+    the input-dilated convolutions that XLA runs slowly on CPU (forward and
+    gradients) disappear.
+    """
+    rank = len(kernel_size)
+    channels_last = data_format == "channels_last"
+    kernel = ops.swapaxes(kernel, -1, -2)  # (..., out, in) -> (..., in, out)
+    filters = kernel.shape[-1]
+    plans = [_phase_offsets(k, s) for k, s in zip(kernel_size, strides)]
+    support = [1 + max(max(taps, default=0) for taps in phases) for _, phases in plans]
+
+    def phase_kernel(axis, w, phase_choice):
+        if axis == rank:
+            return w
+        taps = plans[axis][1][phase_choice[axis]]
+        zero = ops.zeros_like(ops.take(w, 0, axis=axis))
+        w = ops.stack([ops.take(w, taps[m], axis=axis) if m in taps else zero for m in range(support[axis])],
+                      axis=axis)
+        return phase_kernel(axis + 1, w, phase_choice)
+
+    import itertools
+
+    choices = list(itertools.product(*[range(s) for s in strides]))
+    # Output channels ordered (phase..., filter) for channels_last and
+    # channels_first alike; the shuffle below knows the order.
+    big = ops.concatenate([phase_kernel(0, kernel, c) for c in choices], axis=-1)
+    first = 1 if channels_last else 2
+    widths = [(0, 0)] * (rank + 2)
+    index = [slice(None)] * (rank + 2)
+    for axis, (d_min, _) in enumerate(plans):
+        widths[first + axis] = (max(0, -d_min), max(0, support[axis] - 1 + d_min))
+        if d_min > 0:
+            index[first + axis] = slice(d_min, None)
+    xp = ops.pad(x, widths) if any(w != (0, 0) for w in widths) else x
+    if any(d_min > 0 for d_min, _ in plans):
+        xp = xp[tuple(index)]
+    y = _native_layout(
+        lambda t, fmt: ops.conv(t, big, strides=1, padding="valid", data_format=fmt), xp, data_format
+    )
+    if all(s == 1 for s in strides):
+        return y
+    shape = list(ops.shape(y))
+    spatial = shape[1 : rank + 1] if channels_last else shape[2:]
+    if channels_last:  # (B, *L, *s, F) -> (B, L1, s1, L2, s2, ..., F)
+        y = ops.reshape(y, (-1, *spatial, *strides, filters))
+        perm = [0] + [a for i in range(rank) for a in (1 + i, 1 + rank + i)] + [1 + 2 * rank]
+    else:  # (B, *s, F, *L) -> (B, F, L1, s1, L2, s2, ...)
+        y = ops.reshape(y, (-1, *strides, filters, *spatial))
+        perm = [0, 1 + rank] + [a for i in range(rank) for a in (2 + rank + i, 1 + i)]
+    y = ops.transpose(y, perm)
+    out = [length * s for length, s in zip(spatial, strides)]
+    return ops.reshape(y, (-1, *out, filters) if channels_last else (-1, filters, *out))
+
+
 def _conv_nd(x, kernel, kernel_size, strides, transposed, data_format):
     """PyTorch-padded (transposed) convolution of any rank, without bias."""
+    if transposed and _transposed_by_phases_pays():
+        return _transposed_by_phases(x, kernel, kernel_size, strides, data_format)
     if transposed:
         y = _native_layout(
             lambda t, fmt: ops.conv_transpose(

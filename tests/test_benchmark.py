@@ -153,3 +153,32 @@ def test_markdown_report(tmp_path):
                          "--out", str(out)]) == 0
     assert "| torch | unet_5l1r | train |" in out.read_text()
     assert not math.isnan(reports[0]["matmul_gflops"])
+
+
+def test_sl_variants_time_each_execution_path():
+    report = run_benchmark(["sl_unet_5l1r", "unet_5l1r"], resolution=32, batch=1, mode="infer", repeats=1,
+                           warmup=1, matmul_size=128, sl_variants="auto:auto,lifted_first:native")
+    rows = [(r["model"], r["variant"], r["backbone_layout"], r["conv_strategy"]) for r in report["results"]]
+    assert rows[1] == ("sl_unet_5l1r", "lifted_first:native", "lifted_first", "native")
+    assert rows[0][:2] == ("sl_unet_5l1r", "auto:auto") and rows[0][2] != "-"
+    assert rows[2] == ("unet_5l1r", "-", "-", "native")  # 2-D models run once
+    assert report["settings"]["sl_variants"] == ["auto:auto", "lifted_first:native"]
+    assert all(r["dtype_policy"] == "float32" and r["jit_compile"] == "auto" for r in report["results"])
+    with pytest.raises(ValueError, match="LAYOUT:STRATEGY"):
+        run_benchmark(["sl_unet_5l1r"], resolution=32, repeats=1, sl_variants="fast")
+
+
+def test_markdown_lists_execution_paths_apart_from_the_main_tables():
+    run_all = _run_all()
+    report = _fake_report("tensorflow", 1.0, 100.0)
+    for r in report["results"]:
+        r["variant"] = "auto:auto" if r["model"].startswith("sl_") else "-"
+    slow = [dict(r, variant="lifted_first:native", backbone_layout="lifted_first", conv_strategy="native",
+                 median_s=2 * r["median_s"]) for r in report["results"] if r["model"] == "sl_unet_5l1r"]
+    report["results"] += slow
+    text = run_all.format_markdown([report])
+    main_table = text.split("## SL-UNet / UNet")[0]
+    assert main_table.count("| tensorflow | sl_unet_5l1r | infer |") == 1  # default path only
+    paths = text.split("## SL execution paths")[1].split("## How to read")[0]
+    assert "| lifted_first:native | lifted_first | native | 0.2000 |" in paths
+    assert paths.strip().splitlines()[-1].endswith("| 2.00 |")

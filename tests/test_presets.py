@@ -163,3 +163,19 @@ def test_builtin_kvasir_reference_output():
     # reference values recorded with the TensorFlow backend when the preset was made
     np.testing.assert_allclose(q, [0.8501, 0.6570], atol=3e-3)
     np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.09143, 0.03488], atol=1e-3)
+
+
+def test_builtin_kvasir_5l1r_reference_output():
+    """The Kvasir SL-UNet 5L/1Res (Table III row) offline on this backend."""
+    from keras_sl.data import make_cells, normalize
+
+    model = keras_sl.SLUNet.from_preset("kvasir_sl_unet_5l1r")
+    meta = model.preset_metadata
+    assert model.levels == 5 and model.num_res_units == 1 and model.count_params() == 29537
+    assert model.selected_slices == [1, 2, 5, 7, 14] == meta["selected_slices"]
+    assert meta["epochs"] == 40 and meta["metrics"]["test_dice"] > 0.52 and meta["paper"]["dice_table_iii"] == 0.5235
+    x, _ = make_cells(2, 256, seed=11)
+    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
+    # reference values recorded with the TensorFlow backend when the preset was made
+    np.testing.assert_allclose(q, [0.8304, 0.7438], atol=3e-3)
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.21392, 0.14335], atol=1e-3)

@@ -28,6 +28,7 @@ def main(argv=None):
     p.add_argument("--no-multiscale", action="store_true")
     p.add_argument("--out", required=True, help="run folder (log.csv, backup/, results.json)")
     p.add_argument("--preset", help="also save the trained model as a preset folder here")
+    p.add_argument("--init-preset", help="start from this preset's architecture and weights (continue or fine-tune)")
     p.add_argument("--data-parallel", action="store_true",
                    help="train on all local devices (JAX DataParallel / tf.distribute.MirroredStrategy)")
     p.add_argument("--verbose", type=int, default=2, help="Keras verbosity: 1 progress bar, 2 one line per epoch")
@@ -37,7 +38,7 @@ def main(argv=None):
         args.dataset, args.data, args.out, model=args.model, levels=args.levels, num_res_units=args.res,
         resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         multiscale=not args.no_multiscale, preset_dir=args.preset, command=command,
-        verbose=args.verbose, data_parallel=args.data_parallel,
+        verbose=args.verbose, data_parallel=args.data_parallel, init_preset=args.init_preset,
     )
 
 

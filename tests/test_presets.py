@@ -179,3 +179,17 @@ def test_builtin_kvasir_5l1r_reference_output():
     # reference values recorded with the TensorFlow backend when the preset was made
     np.testing.assert_allclose(q, [0.8304, 0.7438], atol=3e-3)
     np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.21392, 0.14335], atol=1e-3)
+
+
+def test_builtin_kvasir_unet_baseline_reference_output():
+    """The 2-D UNet 5L/1Res trained with the same Kvasir recipe (Table III baseline)."""
+    from keras_sl.data import make_cells, normalize
+
+    model = keras_sl.UNet.from_preset("kvasir_unet_5l1r")
+    meta = model.preset_metadata
+    assert model.count_params() == 3352215 and meta["epochs"] == 40 and meta["input_size"] == [256, 256, 3]
+    assert meta["paper"]["dice_table_iii"] == 0.5262 and "Kvasir-SEG" in meta["license"]
+    x, _ = make_cells(2, 256, seed=11)
+    logits = np.asarray(model.predict(normalize((x * 255).round(), meta["normalization"]), verbose=0))
+    # reference values recorded with the TensorFlow backend when the preset was made
+    np.testing.assert_allclose((1 / (1 + np.exp(-logits))).mean(axis=(1, 2, 3)), [0.18659, 0.13094], atol=1e-3)

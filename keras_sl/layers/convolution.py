@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 
 import keras
@@ -69,6 +71,7 @@ def resolve_strategy(rank: int, lifted_length: int | None, in_channels: int) -> 
     return "native"
 
 
+@functools.lru_cache(maxsize=None)  # a constant per layer shape: build it once
 def _band(length: int, out_length: int, k: int, s: int, p: int, transposed: bool):
     """0/1 tensor ``band[tap, i, o]``: input position i reaches output o.
 
@@ -184,8 +187,6 @@ def _transposed_by_phases(x, kernel, kernel_size, strides, data_format):
         w = ops.stack([ops.take(w, taps[m], axis=axis) if m in taps else zero for m in range(support[axis])],
                       axis=axis)
         return phase_kernel(axis + 1, w, phase_choice)
-
-    import itertools
 
     choices = list(itertools.product(*[range(s) for s in strides]))
     # Output channels ordered (phase..., filter) for channels_last and
@@ -464,8 +465,13 @@ class Convolution(keras.layers.Layer):
         kernel = ops.einsum(spec, ops.cast(valid, x.dtype), ops.cast(self.kernel, x.dtype))
         kernel = ops.reshape(kernel, (*self.kernel_size[1:], self.in_channels, out_length * self.filters))
         y = _conv_nd(image, kernel, self.kernel_size[1:], self.strides[1:], False, self.data_format)
+        return self._unfold(y, out_length)
+
+    def _unfold(self, y, out_length: int):
+        """Folded (rank-1)-D output -> this layer's layout: split the
+        (position, filter) channels and put the lifted axis where it lives."""
         shape = ops.shape(y)
-        if channels_last:  # (B, *plane, m*F) -> (B, *plane, m, F)
+        if self.data_format == "channels_last":  # (B, *plane, m*F) -> (B, *plane, m, F)
             y = ops.reshape(y, (-1, *shape[1 : self.rank], out_length, self.filters))
             folded_at = self.rank
         else:  # (B, F*m, *plane) -> (B, F, m, *plane)
@@ -523,14 +529,7 @@ class Convolution(keras.layers.Layer):
             self.transposed,
             self.data_format,
         )
-        shape = ops.shape(y)
-        if channels_last:
-            y = ops.reshape(y, (-1, *shape[1 : self.rank], out_length, self.filters))
-        else:
-            y = ops.reshape(y, (-1, self.filters, out_length, *shape[2:]))
-        if axis != fold_at:
-            y = ops.moveaxis(y, fold_at, axis)
-        return y
+        return self._unfold(y, out_length)
 
     def get_config(self):
         config = super().get_config()

@@ -184,14 +184,21 @@ def test_broadcast_input_reads_one_slice_exactly(layout, strides, rng):
         Convolution(3, 5, transposed=True, broadcast_input=True)
 
 
-def test_sl_unet_first_layer_reads_one_slice():
+def test_sl_unet_encoder_runs_on_distinct_slices_only():
     model = _small_sl_unet("auto", "auto")
-    used = sorted(layer.path for layer in model._flatten_layers()
+    compact = {layer.path: layer.lifted_pattern for layer in model._flatten_layers()
+               if isinstance(layer, Convolution) and layer.lifted_pattern is not None}
+    assert compact["down0/unit0/conv"] == compact["down0/residual"] == (0, 0, 0, 0)  # one slice read
+    assert set(p.split("/")[0] for p in compact) == {"down0", "down1", "bottom"}  # the encoder only
+    reference = _small_sl_unet("lifted_first", "native")
+    assert not any(layer.lifted_pattern or layer.uses_broadcast_input for layer in reference._flatten_layers()
+                   if isinstance(layer, Convolution))
+    # Dropout makes equal slices differ: only the first layer reads one slice.
+    dropped = _small_sl_unet("auto", "auto", dropout=0.1)
+    used = sorted(layer.path for layer in dropped._flatten_layers()
                   if isinstance(layer, Convolution) and layer.uses_broadcast_input)
     assert used == ["down0/residual", "down0/unit0/conv"]
-    reference = _small_sl_unet("lifted_first", "native")
-    assert not any(layer.uses_broadcast_input for layer in reference._flatten_layers()
-                   if isinstance(layer, Convolution))
+    assert not any(layer.lifted_pattern for layer in dropped._flatten_layers() if isinstance(layer, Convolution))
 
 
 @pytest.mark.parametrize("rank,kernel_size,strides,data_format", [

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import keras
 
 from keras_sl.layers.convolution import Convolution
 from keras_sl.layers.instance_norm import InstanceNorm
+from keras_sl.layers.lifted_structure import slice_counts
 from keras_sl.utils.layout import standardize_data_format
 
 # thop counts PReLU as one op per element; Table II includes that term.
@@ -30,6 +32,10 @@ class ConvNormAct(keras.layers.Layer):
     The "NDA" ordering of ``monai.networks.blocks.Convolution`` with its
     UNet defaults (instance norm without affine, one-parameter PReLU).
     ``conv_only=True`` drops norm, dropout and activation.
+    ``lifted_pattern`` runs the block on a compact lifted input
+    (:mod:`keras_sl.layers.lifted_structure`); its output is compact in
+    :attr:`output_pattern`. Dropout would make equal slices differ, so a
+    compact block has none.
 
     Example:
     >>> import numpy as np
@@ -51,9 +57,15 @@ class ConvNormAct(keras.layers.Layer):
         strategy: str = "auto",
         lifted_axis_last: bool = False,
         broadcast_input: bool = False,
+        lifted_pattern: Sequence[int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if lifted_pattern is not None and dropout:
+            raise ValueError(
+                f"dropout={dropout} makes equal lifted slices differ, so the block cannot run "
+                "on a compact (lifted_pattern) input; set dropout=0 or drop lifted_pattern."
+            )
         self.broadcast_input = bool(broadcast_input)
         self.strategy = strategy
         self.lifted_axis_last = bool(lifted_axis_last)
@@ -75,12 +87,25 @@ class ConvNormAct(keras.layers.Layer):
             strategy=strategy,
             lifted_axis_last=lifted_axis_last,
             broadcast_input=broadcast_input,
+            lifted_pattern=lifted_pattern,
             name="conv",
         )
+        self.lifted_pattern = self.conv.lifted_pattern
         if not conv_only:
-            self.norm = InstanceNorm(data_format=self.data_format, name="norm")
+            compact = {}
+            if self.lifted_pattern is not None:
+                compact = dict(
+                    lifted_counts=slice_counts(self.output_pattern),
+                    lifted_axis=self.conv._lifted_position,
+                )
+            self.norm = InstanceNorm(data_format=self.data_format, name="norm", **compact)
             self.drop = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
             self.act = one_parameter_prelu(rank, name="act")
+
+    @property
+    def output_pattern(self) -> tuple[int, ...] | None:
+        """Lifted pattern of the output (None when the input is not compact)."""
+        return self.conv.output_pattern
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -102,6 +127,7 @@ class ConvNormAct(keras.layers.Layer):
         return self.conv.compute_output_shape(input_shape)
 
     def macs(self, input_shape, output_shape) -> int:
+        output_shape = self.conv.logical_shape(output_shape)
         total = self.conv.macs(input_shape, output_shape)
         if not self.conv_only:
             total += self.norm.macs(output_shape, output_shape)
@@ -122,5 +148,6 @@ class ConvNormAct(keras.layers.Layer):
             strategy=self.strategy,
             lifted_axis_last=self.lifted_axis_last,
             broadcast_input=self.broadcast_input,
+            lifted_pattern=None if self.lifted_pattern is None else list(self.lifted_pattern),
         )
         return config

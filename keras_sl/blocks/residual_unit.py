@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import keras
+import numpy as np
+from keras import ops
 
 from keras_sl.blocks.convolution_block import ConvNormAct
 from keras_sl.layers.convolution import Convolution
+from keras_sl.layers.lifted_structure import canonical, conv_output_pattern, merge_patterns
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
 
 
@@ -20,6 +24,10 @@ class ResidualUnit(keras.layers.Layer):
     strided ``kernel_size`` conv when ``strides != 1``, and a 1x1 conv when
     only the channel count changes. ``last_conv_only`` makes the last
     sub-unit a bare convolution (used at the top of the UNet).
+    ``lifted_pattern`` runs the unit on a compact lifted input
+    (:mod:`keras_sl.layers.lifted_structure`); where the two paths keep
+    different slices apart, both are gathered to their common pattern,
+    :attr:`output_pattern`.
 
     Example:
     >>> import numpy as np
@@ -41,6 +49,7 @@ class ResidualUnit(keras.layers.Layer):
         strategy: str = "auto",
         lifted_axis_last: bool = False,
         broadcast_input: bool = False,
+        lifted_pattern: Sequence[int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -55,8 +64,11 @@ class ResidualUnit(keras.layers.Layer):
         self.dropout = float(dropout)
         self.last_conv_only = last_conv_only
         self.data_format = standardize_data_format(data_format)
-        self.units = [
-            ConvNormAct(
+        self.units = []
+        pattern = None if lifted_pattern is None else canonical(lifted_pattern)
+        self.lifted_pattern = pattern
+        for i in range(self.subunits):
+            unit = ConvNormAct(
                 rank,
                 filters,
                 kernel_size=kernel_size,
@@ -67,11 +79,24 @@ class ResidualUnit(keras.layers.Layer):
                 strategy=strategy,
                 lifted_axis_last=self.lifted_axis_last,
                 broadcast_input=self.broadcast_input and i == 0,
+                lifted_pattern=pattern,
                 name=f"unit{i}",
             )
-            for i in range(self.subunits)
-        ]
+            self.units.append(unit)
+            pattern = unit.output_pattern
         self.residual = None  # decided in build(), once in_channels is known
+        self._strided = math.prod(normalize_tuple(self.strides, self.rank, "strides")) != 1
+        self._gather_units = self._gather_residual = None
+        self.output_pattern = None
+        if self.lifted_pattern is not None:
+            residual_pattern = self.lifted_pattern
+            if self._strided:
+                k = normalize_tuple(self.kernel_size, self.rank, "kernel_size")[0]
+                s = normalize_tuple(self.strides, self.rank, "strides")[0]
+                residual_pattern = conv_output_pattern(self.lifted_pattern, k, s, (k - 1) // 2)[0]
+            self.output_pattern, self._gather_units, self._gather_residual = merge_patterns(
+                pattern, residual_pattern
+            )
 
     def build(self, input_shape):
         ch_axis = -1 if self.data_format == "channels_last" else 1
@@ -80,7 +105,7 @@ class ResidualUnit(keras.layers.Layer):
         for unit in self.units:
             unit.build(shape)
             shape = unit.compute_output_shape(shape)
-        strided = math.prod(normalize_tuple(self.strides, self.rank, "strides")) != 1
+        strided = self._strided
         if strided or in_channels != self.filters:
             self.residual = Convolution(
                 self.rank,
@@ -91,6 +116,7 @@ class ResidualUnit(keras.layers.Layer):
                 strategy=self.strategy,
                 lifted_axis_last=self.lifted_axis_last,
                 broadcast_input=self.broadcast_input,
+                lifted_pattern=self.lifted_pattern,
                 name="residual",
             )
             self.residual.build(input_shape)
@@ -100,12 +126,24 @@ class ResidualUnit(keras.layers.Layer):
         for unit in self.units:
             y = unit(y, training=training)
         res = inputs if self.residual is None else self.residual(inputs)
+        if self._gather_units is not None:
+            y = ops.take(y, np.asarray(self._gather_units, "int32"), axis=self._lifted_axis)
+        if self._gather_residual is not None:
+            res = ops.take(res, np.asarray(self._gather_residual, "int32"), axis=self._lifted_axis)
         return y + res
+
+    @property
+    def _lifted_axis(self) -> int:
+        return self.units[0].conv._lifted_position
 
     def compute_output_shape(self, input_shape):
         shape = input_shape
         for unit in self.units:
             shape = unit.compute_output_shape(shape)
+        if self.output_pattern is not None:
+            shape = list(shape)
+            shape[self._lifted_axis] = len(set(self.output_pattern))
+            shape = tuple(shape)
         return shape
 
     def macs(self, input_shape, output_shape) -> int:
@@ -115,7 +153,7 @@ class ResidualUnit(keras.layers.Layer):
             total += unit.macs(shape, out)
             shape = out
         if self.residual is not None:
-            total += self.residual.macs(input_shape, output_shape)
+            total += self.residual.macs(input_shape, self.residual.compute_output_shape(input_shape))
         return total
 
     def get_config(self):
@@ -132,5 +170,6 @@ class ResidualUnit(keras.layers.Layer):
             strategy=self.strategy,
             lifted_axis_last=self.lifted_axis_last,
             broadcast_input=self.broadcast_input,
+            lifted_pattern=None if self.lifted_pattern is None else list(self.lifted_pattern),
         )
         return config

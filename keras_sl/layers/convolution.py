@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from typing import Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_sl.layers.lifted_structure import canonical, conv_output_pattern
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
 
 # PyTorch's default for nn.ConvNd / nn.ConvTransposeNd (kaiming_uniform, a=sqrt(5)),
@@ -285,6 +287,13 @@ class Convolution(keras.layers.Layer):
             along that axis are summed per output position: one
             (rank-1)-D convolution with ``m`` times fewer FLOPs, exact for such
             inputs (and wrong for any other input).
+        lifted_pattern: the input is *compact* along the lifted axis: it
+            stores only distinct slices, and logical slice ``i`` equals stored
+            slice ``lifted_pattern[i]`` (see
+            :mod:`keras_sl.layers.lifted_structure`). The output is compact
+            too, in :attr:`output_pattern`; the work scales with the number of
+            distinct slices, not ``len(lifted_pattern)``. Runs the banded path
+            (any device); not for ``strategy="native"`` or transposed layers.
 
     Example:
     >>> import numpy as np
@@ -307,6 +316,7 @@ class Convolution(keras.layers.Layer):
         strategy: str = "auto",
         lifted_axis_last: bool = False,
         broadcast_input: bool = False,
+        lifted_pattern: Sequence[int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -340,7 +350,30 @@ class Convolution(keras.layers.Layer):
                 "broadcast_input=True needs a (non-transposed) convolution of rank >= 2: it "
                 "reads one slice of an input that is constant along its first spatial axis."
             )
+        self.lifted_pattern = None if lifted_pattern is None else canonical(lifted_pattern)
+        if self.lifted_pattern is not None:
+            if tuple(int(i) for i in lifted_pattern) != self.lifted_pattern:
+                raise ValueError(
+                    f"lifted_pattern must number stored slices 0, 1, ... in order of first "
+                    f"appearance, got {tuple(lifted_pattern)}; use "
+                    f"{self.lifted_pattern} (keras_sl.layers.lifted_structure.canonical)."
+                )
+            if self.transposed or rank < 2 or self.broadcast_input or strategy == "native":
+                raise ValueError(
+                    "lifted_pattern needs a non-transposed convolution of rank >= 2, without "
+                    "broadcast_input, and a strategy other than 'native' (the compact slices "
+                    "run through the banded path); drop lifted_pattern to run a plain "
+                    "convolution on full-length inputs."
+                )
         self.lifted_length = None
+
+    @property
+    def output_pattern(self) -> tuple[int, ...] | None:
+        """Lifted pattern of the output (None when the input is not compact)."""
+        if self.lifted_pattern is None:
+            return None
+        k, s, p = self.kernel_size[0], self.strides[0], self.pads[0]
+        return conv_output_pattern(self.lifted_pattern, k, s, p)[0]
 
     # -- helpers -----------------------------------------------------------
     @property
@@ -377,6 +410,16 @@ class Convolution(keras.layers.Layer):
         self.lifted_length = (
             input_shape[self._lifted_position] if self.rank > 1 else None
         )
+        if self.lifted_pattern is not None:
+            stored = len(set(self.lifted_pattern))
+            if self.lifted_length not in (None, stored):
+                raise ValueError(
+                    f"{self.name}: lifted_pattern {self.lifted_pattern} has {stored} distinct "
+                    f"slices but the input stores {self.lifted_length} along the lifted axis "
+                    f"(input shape {input_shape}); compact the input with "
+                    "keras_sl.layers.LiftedSlices first."
+                )
+            self.lifted_length = stored
         if self.transposed:
             shape = (*self.kernel_size, self.filters, self.in_channels)
         else:
@@ -405,6 +448,8 @@ class Convolution(keras.layers.Layer):
         for i, logical in enumerate(self._physical_order):
             input_shape[first + i] = self._output_length(input_shape[first + i], logical)
         input_shape[self._channel_axis] = self.filters
+        if self.lifted_pattern is not None:
+            input_shape[self._lifted_position] = len(set(self.output_pattern))
         return tuple(input_shape)
 
     # -- forward -----------------------------------------------------------
@@ -422,7 +467,9 @@ class Convolution(keras.layers.Layer):
     def call(self, inputs):
         if self.uses_broadcast_input:
             y = self._broadcast(inputs)
-        elif self.resolved_strategy == "banded" and self.rank > 1 and self.lifted_length:
+        elif self.lifted_pattern is not None or (
+            self.resolved_strategy == "banded" and self.rank > 1 and self.lifted_length
+        ):
             y = self._banded(inputs)
         else:
             kernel = self.kernel
@@ -490,8 +537,12 @@ class Convolution(keras.layers.Layer):
         """
         length = int(self.lifted_length)
         k, s, p = self.kernel_size[0], self.strides[0], self.pads[0]
-        out_length = self._output_length(length, 0)
-        band = _band(length, out_length, k, s, p, self.transposed)
+        if self.lifted_pattern is not None:  # compact in and out
+            band = conv_output_pattern(self.lifted_pattern, k, s, p)[1]
+            out_length = band.shape[-1]
+        else:
+            out_length = self._output_length(length, 0)
+            band = _band(length, out_length, k, s, p, self.transposed)
         channels_last = self.data_format == "channels_last"
         axis = self._lifted_position
         # Move the lifted axis next to the channels (free when the layout
@@ -546,10 +597,20 @@ class Convolution(keras.layers.Layer):
             strategy=self.strategy,
             lifted_axis_last=self.lifted_axis_last,
             broadcast_input=self.broadcast_input,
+            lifted_pattern=None if self.lifted_pattern is None else list(self.lifted_pattern),
         )
         return config
 
+    def logical_shape(self, shape, output: bool = True) -> tuple:
+        """``shape`` with a compact lifted axis restored to its logical length."""
+        shape = list(shape)
+        if self.lifted_pattern is not None:
+            pattern = self.output_pattern if output else self.lifted_pattern
+            shape[self._lifted_position] = len(pattern)
+        return tuple(shape)
+
     def macs(self, input_shape, output_shape) -> int:
-        """Multiply-accumulates, counted as thop does (per output element)."""
-        out = [d for i, d in enumerate(output_shape) if i != 0]
+        """Multiply-accumulates, counted as thop does (per output element) on
+        the logical (full-length) tensors, compact or not."""
+        out = [d for i, d in enumerate(self.logical_shape(output_shape)) if i != 0]
         return int(math.prod(out)) * self.in_channels * math.prod(self.kernel_size)

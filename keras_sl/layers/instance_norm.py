@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_sl.utils.layout import spatial_axes, standardize_data_format
@@ -18,6 +20,11 @@ class InstanceNorm(keras.layers.Layer):
     biased variance, ``epsilon=1e-5``, the same computation in training and
     inference.
 
+    With ``lifted_counts`` the input is compact along ``lifted_axis``
+    (:mod:`keras_sl.layers.lifted_structure`): stored slice ``j`` stands for
+    ``lifted_counts[j]`` equal slices, and the statistics are those of the
+    full tensor.
+
     Example:
     >>> import numpy as np
     >>> import keras
@@ -26,10 +33,21 @@ class InstanceNorm(keras.layers.Layer):
     ((2, 8, 8, 3), True, True)
     """
 
-    def __init__(self, epsilon: float = 1e-5, data_format: str | None = None, **kwargs):
+    def __init__(
+        self,
+        epsilon: float = 1e-5,
+        data_format: str | None = None,
+        lifted_counts: Sequence[int] | None = None,
+        lifted_axis: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
         self.data_format = standardize_data_format(data_format)
+        self.lifted_counts = None if lifted_counts is None else tuple(int(c) for c in lifted_counts)
+        self.lifted_axis = None if lifted_axis is None else int(lifted_axis)
+        if (self.lifted_counts is None) != (self.lifted_axis is None):
+            raise ValueError("Give both lifted_counts and lifted_axis, or neither.")
 
     def call(self, inputs):
         rank = len(inputs.shape) - 2
@@ -37,18 +55,45 @@ class InstanceNorm(keras.layers.Layer):
         x = inputs
         if x.dtype in ("float16", "bfloat16"):
             x = ops.cast(x, "float32")  # statistics in float32 under mixed precision
-        mean, var = ops.moments(x, axes=axes, keepdims=True)
+        if self.lifted_counts is None:
+            mean, var = ops.moments(x, axes=axes, keepdims=True)
+        else:
+            mean, var = self._compact_moments(x, axes)
         y = (x - mean) * ops.rsqrt(var + self.epsilon)
         return ops.cast(y, inputs.dtype)
+
+    def _compact_moments(self, x, axes):
+        """Moments of the logical tensor from its compact form: stored slice
+        ``j`` stands for ``lifted_counts[j]`` equal slices (law of total
+        variance over the slices, so no cancellation)."""
+        lifted = self.lifted_axis % len(x.shape)
+        plane = [a for a in axes if a != lifted]
+        slice_mean, slice_var = ops.moments(x, axes=plane, keepdims=True)
+        shape = [1] * len(x.shape)
+        shape[lifted] = len(self.lifted_counts)
+        weights = np.asarray(self.lifted_counts, "float32").reshape(shape) / sum(self.lifted_counts)
+        weights = ops.cast(weights, x.dtype)
+        mean = ops.sum(weights * slice_mean, axis=lifted, keepdims=True)
+        var = ops.sum(weights * (slice_var + ops.square(slice_mean - mean)), axis=lifted, keepdims=True)
+        return mean, var
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
     def get_config(self):
         config = super().get_config()
-        config.update(epsilon=self.epsilon, data_format=self.data_format)
+        config.update(
+            epsilon=self.epsilon,
+            data_format=self.data_format,
+            lifted_counts=None if self.lifted_counts is None else list(self.lifted_counts),
+            lifted_axis=self.lifted_axis,
+        )
         return config
 
     def macs(self, input_shape, output_shape) -> int:
-        """thop's count for a norm layer without affine: 2 per element."""
-        return 2 * int(math.prod(input_shape[1:]))
+        """thop's count for a norm layer without affine: 2 per element of the
+        logical tensor (compact lifted axes count all their slices)."""
+        shape = list(input_shape)
+        if self.lifted_counts is not None:
+            shape[self.lifted_axis] = sum(self.lifted_counts)
+        return 2 * int(math.prod(shape[1:]))

@@ -8,9 +8,16 @@ import keras
 
 from keras_sl.blocks.convolution_block import ConvNormAct
 from keras_sl.blocks.residual_unit import ResidualUnit
+from keras_sl.layers.lifted_structure import LiftedSlices
 from keras_sl.models.base import SLModel
 from keras_sl.utils.checks import total_strides
 from keras_sl.utils.layout import channel_axis, standardize_data_format
+
+
+def _lifted_axis(rank: int, data_format: str, lifted_axis_last: bool) -> int:
+    """Input axis (batch included) of the first logical spatial axis."""
+    first = 1 if data_format == "channels_last" else 2
+    return first + (rank - 1 if lifted_axis_last else 0)
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
@@ -42,9 +49,13 @@ class UNet(SLModel):
             (``(B, H, W, D, C)``); strides stay in logical order. Used by SL
             models to make the banded fold free.
         lifted_input: the input is a lifted image (constant along the first
-            spatial axis), as in SL models; the first layer then convolves
-            one slice (``Convolution(broadcast_input=True)``) unless
-            ``conv_strategy="native"``. Wrong for any other input.
+            spatial axis), as in SL models. Unless ``conv_strategy="native"``,
+            the encoder then stores only the slices that can differ (those
+            whose receptive field reached the lifted axis' padding; 2 of 8 at
+            the first level of an SL-UNet) and runs on those
+            (:mod:`keras_sl.layers.lifted_structure`); the skips expand them
+            for the decoder. Exact, outputs and gradients; with dropout only
+            the first layer reads a single slice. Wrong for any other input.
 
     Example:
     >>> import numpy as np
@@ -96,19 +107,32 @@ class UNet(SLModel):
         )
         monai_paths: dict[str, str] = {}
 
-        def down_layer(filters, stride, name, path):
+        # A lifted input keeps most encoder slices equal: store each once.
+        lifted_axis = _lifted_axis(spatial_dims, data_format, lifted_axis_last)
+        lifted_length = input_shape[lifted_axis - 1] if spatial_dims > 1 else None
+        compact = (
+            lifted_input and conv_strategy != "native" and not dropout and bool(lifted_length)
+        )
+
+        def down_layer(filters, stride, name, path, pattern):
             monai_paths[name] = path
-            # The first layer of an SL backbone sees a lifted image.
-            first = dict(broadcast_input=lifted_input and name == "down0")
+            extra = dict(lifted_pattern=pattern)
+            if not compact:  # the first layer of an SL backbone still reads one slice
+                extra = dict(broadcast_input=lifted_input and name == "down0")
             if num_res_units > 0:
                 return ResidualUnit(
                     filters=filters, strides=stride, kernel_size=kernel_size,
-                    subunits=num_res_units, dropout=dropout, name=name, **common, **first,
+                    subunits=num_res_units, dropout=dropout, name=name, **common, **extra,
                 )
             return ConvNormAct(
                 filters=filters, strides=stride, kernel_size=kernel_size,
-                dropout=dropout, name=name, **common, **first,
+                dropout=dropout, name=name, **common, **extra,
             )
+
+        def expand(x, pattern, name):
+            if pattern is None or pattern == tuple(range(len(pattern))):
+                return x
+            return LiftedSlices(pattern, lifted_axis, name=name)(x)
 
         def up_layers(filters, stride, is_top, name, path):
             conv_path = f"{path}.0" if num_res_units > 0 else path
@@ -130,20 +154,27 @@ class UNet(SLModel):
                 )
             return layers
 
-        def level(x, out_c, chans, strs, depth, path):
+        def level(x, pattern, out_c, chans, strs, depth, path):
             c, s = chans[0], strs[0]
-            down = down_layer(c, s, f"down{depth}", f"{path}.0")(x)
+            layer = down_layer(c, s, f"down{depth}", f"{path}.0", pattern)
+            down, pattern = layer(x), layer.output_pattern
             if len(chans) > 2:
-                sub = level(down, c, chans[1:], strs[1:], depth + 1, f"{path}.1.submodule")
+                sub = level(down, pattern, c, chans[1:], strs[1:], depth + 1, f"{path}.1.submodule")
             else:
-                sub = down_layer(chans[1], 1, "bottom", f"{path}.1.submodule")(down)
+                bottom = down_layer(chans[1], 1, "bottom", f"{path}.1.submodule", pattern)
+                sub = expand(bottom(down), bottom.output_pattern, "bottom_expand")
+            down = expand(down, pattern, f"down{depth}_expand")
             y = keras.layers.Concatenate(axis=axis, name=f"skip{depth}")([down, sub])
             for layer in up_layers(out_c, s, depth == 0, f"up{depth}", f"{path}.2"):
                 y = layer(y)
             return y
 
         inputs = keras.Input(shape=input_shape, name="image")
-        outputs = level(inputs, out_channels, channels, strides, 0, "model")
+        x, pattern = inputs, None
+        if compact:
+            x = LiftedSlices([0], lifted_axis, name="lifted_slice")(inputs)
+            pattern = (0,) * int(lifted_length)
+        outputs = level(x, pattern, out_channels, channels, strides, 0, "model")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         self.spatial_dims = spatial_dims

@@ -1,0 +1,179 @@
+"""Compact lifted activations: equal slices stored once, outputs and
+gradients identical to running on every slice."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_sl import SLUNet
+from keras_sl.blocks import ConvNormAct, ResidualUnit
+from keras_sl.layers import Convolution, InstanceNorm, LiftedSlices
+from keras_sl.layers.lifted_structure import (
+    canonical, conv_output_pattern, merge_patterns, representatives, slice_counts,
+)
+from keras_sl.profiler import profile
+
+LAYOUTS = ["lifted_first", "lifted_last", "channels_first"]
+
+
+def _to_layout(x, layout):
+    """(B, D, H, W, C) -> the physical layout."""
+    if layout == "lifted_last":
+        return np.moveaxis(x, 1, 3)
+    if layout == "channels_first":
+        return np.moveaxis(x, -1, 1)
+    return x
+
+
+def _lifted_axis(layout):
+    return {"lifted_first": 1, "lifted_last": 3, "channels_first": 2}[layout]
+
+
+def _fmt(layout):
+    return "channels_first" if layout == "channels_first" else "channels_last"
+
+
+def _compact(pattern, rng, shape=(2, 7, 6, 3)):
+    """A compact tensor (B, n, H, W, C) and its full (B, len(pattern), H, W, C) twin."""
+    stored = rng.standard_normal((shape[0], len(set(pattern)), *shape[1:])).astype("float32")
+    return stored, stored[:, list(pattern)]
+
+
+def test_patterns_of_the_sl_unet_encoder():
+    lifted = (0,) * 16
+    first, band = conv_output_pattern(lifted, k=3, s=2, p=1)
+    assert first == (0, 1, 1, 1, 1, 1, 1, 1)  # only slice 0 saw the padding
+    assert band.shape == (3, 1, 2) and band[:, 0, 0].tolist() == [0, 1, 1] and band[:, 0, 1].tolist() == [1, 1, 1]
+    same, _ = conv_output_pattern(first, k=3, s=1, p=1)
+    assert same == (0, 1, 2, 2, 2, 2, 2, 3)
+    assert conv_output_pattern((0,), k=3, s=1, p=1)[0] == (0,)
+    assert conv_output_pattern((0, 1, 2, 3), k=1, s=1, p=0)[0] == (0, 1, 2, 3)
+
+
+def test_pattern_helpers():
+    assert canonical("abac") == (0, 1, 0, 2)
+    assert representatives((0, 1, 1, 2, 1)) == (0, 1, 3)
+    assert slice_counts((0, 1, 1, 2, 1)) == (1, 3, 1)
+    merged, take_a, take_b = merge_patterns((0, 1, 1, 1), (0, 0, 1, 1))
+    assert merged == (0, 1, 2, 2) and take_a == (0, 1, 1) and take_b == (0, 0, 1)
+    assert merge_patterns((0, 1, 1), (0, 1, 1)) == ((0, 1, 1), None, None)
+    with pytest.raises(ValueError, match="lengths differ"):
+        merge_patterns((0, 1), (0, 1, 1))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("pattern,strides", [
+    ((0,) * 8, 2), ((0,) * 8, 1), ((0, 1, 1, 1, 1, 1, 1, 1), 2), ((0, 1, 2, 2, 2, 3), 1), ((0,), (1, 2, 2)),
+])
+def test_compact_convolution_equals_the_full_one(layout, pattern, strides, rng):
+    stored, full = _compact(pattern, rng)
+    reference = Convolution(3, 5, strides=strides, strategy="native")
+    expected = ops.convert_to_numpy(reference(full))
+    layer = Convolution(3, 5, strides=strides, data_format=_fmt(layout), lifted_axis_last=layout == "lifted_last",
+                        lifted_pattern=pattern)
+    xin = _to_layout(stored, layout)
+    layer.build(xin.shape)
+    layer.set_weights(reference.get_weights())
+    y = ops.convert_to_numpy(layer(xin))
+    assert y.shape == layer.compute_output_shape(xin.shape)
+    out = list(layer.output_pattern)
+    axis = _lifted_axis(layout)
+    full_y = np.take(y, out, axis=axis)
+    np.testing.assert_allclose(full_y, _to_layout(expected, layout), atol=1e-5)
+    # thop's MACs are those of the full convolution
+    assert layer.macs(xin.shape, y.shape) == reference.macs(full.shape, expected.shape)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_compact_instance_norm_has_the_full_statistics(layout, rng):
+    pattern = (0, 1, 1, 1, 2, 1)
+    stored, full = _compact(pattern, rng)
+    stored = stored * np.array([1.0, 5.0, -2.0], "float32").reshape(1, 3, 1, 1, 1) + 3.0
+    full = stored[:, list(pattern)]
+    axis = _lifted_axis(layout)
+    norm = InstanceNorm(data_format=_fmt(layout), lifted_counts=slice_counts(pattern), lifted_axis=axis)
+    y = ops.convert_to_numpy(norm(_to_layout(stored, layout)))
+    expected = ops.convert_to_numpy(InstanceNorm(data_format=_fmt(layout))(_to_layout(full, layout)))
+    np.testing.assert_allclose(np.take(y, list(pattern), axis=axis), expected, atol=1e-5)
+    assert InstanceNorm.from_config(norm.get_config()).lifted_counts == (1, 4, 1)
+    with pytest.raises(ValueError, match="both"):
+        InstanceNorm(lifted_counts=(1, 2))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("strides,subunits,in_channels", [(2, 2, 3), (1, 2, 4), (1, 1, 3)])
+def test_compact_residual_unit_equals_the_full_one(layout, strides, subunits, in_channels, rng):
+    """Two sub-units make the paths keep different slices apart (gathers)."""
+    pattern = (0, 1, 1, 1, 1, 1, 1, 1)
+    stored, full = _compact(pattern, rng, shape=(2, 6, 6, in_channels))
+    reference = ResidualUnit(3, 4, strides=strides, subunits=subunits, strategy="native")
+    expected = ops.convert_to_numpy(reference(full))
+    unit = ResidualUnit(3, 4, strides=strides, subunits=subunits, data_format=_fmt(layout),
+                        lifted_axis_last=layout == "lifted_last", lifted_pattern=pattern)
+    xin = _to_layout(stored, layout)
+    unit.build(xin.shape)
+    unit.set_weights(reference.get_weights())
+    y = ops.convert_to_numpy(unit(xin))
+    assert y.shape == unit.compute_output_shape(xin.shape)
+    assert y.shape[_lifted_axis(layout)] == len(set(unit.output_pattern)) <= len(unit.output_pattern)
+    np.testing.assert_allclose(np.take(y, list(unit.output_pattern), axis=_lifted_axis(layout)),
+                               _to_layout(expected, layout), atol=1e-5)
+    clone = ResidualUnit.from_config(unit.get_config())
+    assert clone.lifted_pattern == pattern and clone.output_pattern == unit.output_pattern
+
+
+def test_compact_layers_refuse_what_would_be_wrong():
+    with pytest.raises(ValueError, match="strategy other than 'native'"):
+        Convolution(3, 4, lifted_pattern=(0, 0), strategy="native")
+    with pytest.raises(ValueError, match="non-transposed"):
+        Convolution(3, 4, transposed=True, lifted_pattern=(0, 0))
+    with pytest.raises(ValueError, match=r"\(0, 1, 0\)"):
+        Convolution(3, 4, lifted_pattern=(1, 0, 1))
+    with pytest.raises(ValueError, match="dropout"):
+        ConvNormAct(3, 4, dropout=0.2, lifted_pattern=(0, 0))
+    layer = Convolution(3, 4, lifted_pattern=(0, 1, 1))
+    with pytest.raises(ValueError, match="LiftedSlices"):
+        layer.build((1, 3, 5, 5, 2))  # stores 3 slices, the pattern has 2
+
+
+def test_lifted_slices_gathers_and_serializes():
+    x = np.arange(2 * 3 * 4, dtype="float32").reshape(2, 3, 4)
+    layer = LiftedSlices([2, 0, 0], axis=1)
+    y = ops.convert_to_numpy(layer(x))
+    np.testing.assert_array_equal(y, x[:, [2, 0, 0]])
+    assert y.shape == layer.compute_output_shape(x.shape)
+    assert LiftedSlices.from_config(layer.get_config()).indices == (2, 0, 0)
+    np.testing.assert_array_equal(ops.convert_to_numpy(LiftedSlices([1], axis=-1)(x)), x[..., 1:2])
+    with pytest.raises(ValueError, match="exceed"):
+        LiftedSlices([3], axis=1)(x)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_deep_sl_unet_compact_encoder_trains_like_the_reference(layout, rng):
+    """m=16, two residual units (gathers), a lifted stride of 1 on the deepest
+    level: equal outputs, equal weights after one SGD step with lr=1."""
+    def build(strategy, layout):
+        keras.utils.set_random_seed(2)
+        return SLUNet(levels=6, num_res_units=2, lift_depth=16, input_shape=(32, 32, 3),
+                      backbone_layout=layout, conv_strategy=strategy)
+    x = rng.random((2, 32, 32, 3)).astype("float32")
+    y = (rng.random((2, 32, 32, 1)) > 0.5).astype("float32")
+    reference, model = build("native", "lifted_first"), build("auto", layout)
+    model.set_weights(reference.get_weights())
+    compact = [layer for layer in model._flatten_layers() if getattr(layer, "lifted_pattern", None)]
+    assert compact, "the encoder should run compact"
+    np.testing.assert_allclose(ops.convert_to_numpy(model(x)), ops.convert_to_numpy(reference(x)), atol=1e-4)
+    before = reference.get_weights()
+    for net in (reference, model):
+        net.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), metrics=[])
+        net.train_on_batch(x, y)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(reference.get_weights(), before)) > 1e-3
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_compact_encoder_keeps_the_paper_mac_count():
+    compact = SLUNet(levels=5, num_res_units=1, input_shape=(64, 64, 3), conv_strategy="auto")
+    reference = SLUNet(levels=5, num_res_units=1, input_shape=(64, 64, 3), conv_strategy="native")
+    assert profile(compact, (64, 64, 3))["macs"] == profile(reference, (64, 64, 3))["macs"]

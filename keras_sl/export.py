@@ -184,23 +184,27 @@ def _input_signature(shape):
 
 @contextlib.contextmanager
 def _litert_safe_prelu():
-    """The TFLite converter fuses Keras' PReLU (relu(x) - a relu(-x)) into
-    ``tfl.prelu``, which only takes tensors up to rank 4: the SL-UNet's
-    rank-5 activations fail to convert. During export, compute the same
-    values as ``max(x, 0) + a min(x, 0)``, which is left unfused."""
+    """The TFLite converter fuses PReLU patterns into ``tfl.prelu``, which
+    only takes tensors up to rank 4: the SL-UNet's rank-5 activations fail
+    to convert. During export, compute the same values as
+    ``max(x, 0) + a min(x, 0)``, which is left unfused."""
     import keras
     from keras import ops
 
-    original = keras.layers.PReLU.call
+    from keras_sl.layers.prelu import PReLU
 
     def call(self, inputs):
-        return ops.maximum(inputs, 0.0) + self.alpha * ops.minimum(inputs, 0.0)
+        alpha = ops.cast(self.alpha, inputs.dtype)
+        return ops.maximum(inputs, 0.0) + alpha * ops.minimum(inputs, 0.0)
 
-    keras.layers.PReLU.call = call
+    originals = {cls: cls.call for cls in (keras.layers.PReLU, PReLU)}
+    for cls in originals:
+        cls.call = call
     try:
         yield
     finally:
-        keras.layers.PReLU.call = original
+        for cls, original in originals.items():
+            cls.call = original
 
 
 def _rename_onnx_outputs(path: Path, names) -> None:

@@ -534,3 +534,37 @@ def test_residual_unit_last_conv_only():
     clone = keras.layers.deserialize(keras.layers.serialize(unit))
     assert isinstance(clone, ResidualUnit)
     assert (clone.subunits, clone.last_conv_only, clone.filters) == (2, True, 4)
+
+
+@pytest.mark.parametrize("alpha", [0.25, -0.5, 1.0, 1.7])
+def test_prelu_values_and_gradients_for_every_slope(alpha, rng):
+    from keras_sl.layers import PReLU
+
+    x = rng.normal(size=(2, 5, 4, 3)).astype("float32")
+    x[np.abs(x) < 1e-3] = 0.5  # no exact zeros: gradients there are backend-defined
+    layer = PReLU(alpha_initializer=alpha)
+    y = np_(layer(x))
+    np.testing.assert_allclose(y, prelu(x, alpha), rtol=1e-6, atol=1e-6)
+    # One SGD step with lr=1 on sum(y * w): alpha moves by -sum(w * min(x, 0)).
+    model = keras.Sequential([keras.Input((5, 4, 3)), PReLU(alpha_initializer=alpha)])
+    target = rng.normal(size=x.shape).astype("float32")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0),
+                  loss=lambda t, p: keras.ops.sum(p * t) / x.shape[0], jit_compile=False)
+    model.train_on_batch(x, target)
+    expected = alpha - float(np.sum(target * np.minimum(x, 0)) / x.shape[0])
+    np.testing.assert_allclose(np_(model.layers[0].alpha).reshape(-1)[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_prelu_weights_match_keras_prelu(rng):
+    from keras_sl.layers import PReLU
+
+    x = rng.normal(size=(1, 4, 4, 2, 3)).astype("float32")
+    ours = PReLU()
+    theirs = keras.layers.PReLU(shared_axes=[1, 2, 3, 4])
+    ours.build(x.shape), theirs.build(x.shape)
+    assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
+    assert ours.weights[0].name == theirs.weights[0].name == "alpha"
+    theirs.set_weights([np.full((1, 1, 1, 1), -0.3, "float32")])
+    ours.set_weights(theirs.get_weights())
+    np.testing.assert_allclose(np_(ours(x)), np_(theirs(x)), atol=1e-6)
+    assert PReLU.from_config(ours.get_config()).get_config() == ours.get_config()

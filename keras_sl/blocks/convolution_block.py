@@ -10,19 +10,16 @@ import keras
 from keras_sl.layers.convolution import Convolution
 from keras_sl.layers.instance_norm import InstanceNorm
 from keras_sl.layers.lifted_structure import slice_counts
+from keras_sl.layers.prelu import PReLU
 from keras_sl.utils.layout import standardize_data_format
 
 # thop counts PReLU as one op per element; Table II includes that term.
 PRELU_MACS_PER_ELEMENT = 1
 
 
-def one_parameter_prelu(rank: int, name: str | None = None) -> keras.layers.PReLU:
+def one_parameter_prelu(rank: int, name: str | None = None) -> PReLU:
     """``torch.nn.PReLU()``: a single slope shared by all channels, init 0.25."""
-    return keras.layers.PReLU(
-        alpha_initializer=keras.initializers.Constant(0.25),
-        shared_axes=list(range(1, rank + 2)),
-        name=name,
-    )
+    return PReLU(alpha_initializer=0.25, name=name)
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")

@@ -4,6 +4,7 @@ from keras_sl.layers.convolution import Convolution
 from keras_sl.layers.instance_norm import InstanceNorm
 from keras_sl.layers.lift import Lift
 from keras_sl.layers.lifted_structure import LiftedSlices
+from keras_sl.layers.prelu import PReLU
 from keras_sl.layers.slice_head import SliceHead
 
-__all__ = ["Convolution", "InstanceNorm", "Lift", "LiftedSlices", "SliceHead"]
+__all__ = ["Convolution", "InstanceNorm", "Lift", "LiftedSlices", "PReLU", "SliceHead"]

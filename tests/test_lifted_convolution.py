@@ -11,6 +11,8 @@ from keras import ops
 from keras_sl import SLUNet, backend_defaults
 from keras_sl.layers import Convolution, Lift
 from keras_sl.layers.convolution import _band, _on_cpu, resolve_strategy
+from lifted_layouts import from_layout as _from_layout
+from lifted_layouts import to_layout as _to_layout
 
 CASES = [
     (transposed, strides, layout)
@@ -18,23 +20,6 @@ CASES = [
         [False, True], [1, 2, (1, 2, 2), (2, 1, 1)], ["lifted_first", "lifted_last", "channels_first"]
     )
 ]
-
-
-def _to_layout(x, layout):
-    """(B, D, H, W, C) -> the physical layout."""
-    if layout == "lifted_last":
-        return np.moveaxis(x, 1, 3)
-    if layout == "channels_first":
-        return np.moveaxis(x, -1, 1)
-    return x
-
-
-def _from_layout(y, layout):
-    if layout == "lifted_last":
-        return np.moveaxis(y, 3, 1)
-    if layout == "channels_first":
-        return np.moveaxis(y, 1, -1)
-    return y
 
 
 @pytest.mark.parametrize("transposed,strides,layout", CASES)

@@ -13,17 +13,9 @@ from keras_sl.layers.lifted_structure import (
     canonical, conv_output_pattern, merge_patterns, representatives, slice_counts,
 )
 from keras_sl.profiler import profile
+from lifted_layouts import to_layout as _to_layout
 
 LAYOUTS = ["lifted_first", "lifted_last", "channels_first"]
-
-
-def _to_layout(x, layout):
-    """(B, D, H, W, C) -> the physical layout."""
-    if layout == "lifted_last":
-        return np.moveaxis(x, 1, 3)
-    if layout == "channels_first":
-        return np.moveaxis(x, -1, 1)
-    return x
 
 
 def _lifted_axis(layout):

@@ -94,9 +94,10 @@ class ResidualUnit(keras.layers.Layer):
                 k = normalize_tuple(self.kernel_size, self.rank, "kernel_size")[0]
                 s = normalize_tuple(self.strides, self.rank, "strides")[0]
                 residual_pattern = conv_output_pattern(self.lifted_pattern, k, s, (k - 1) // 2)[0]
-            self.output_pattern, self._gather_units, self._gather_residual = merge_patterns(
-                pattern, residual_pattern
-            )
+            self.output_pattern, take_units, take_residual = merge_patterns(pattern, residual_pattern)
+            # Index arrays built once, not on every call.
+            self._gather_units = None if take_units is None else np.asarray(take_units, "int32")
+            self._gather_residual = None if take_residual is None else np.asarray(take_residual, "int32")
 
     def build(self, input_shape):
         ch_axis = -1 if self.data_format == "channels_last" else 1
@@ -127,9 +128,9 @@ class ResidualUnit(keras.layers.Layer):
             y = unit(y, training=training)
         res = inputs if self.residual is None else self.residual(inputs)
         if self._gather_units is not None:
-            y = ops.take(y, np.asarray(self._gather_units, "int32"), axis=self._lifted_axis)
+            y = ops.take(y, self._gather_units, axis=self._lifted_axis)
         if self._gather_residual is not None:
-            res = ops.take(res, np.asarray(self._gather_residual, "int32"), axis=self._lifted_axis)
+            res = ops.take(res, self._gather_residual, axis=self._lifted_axis)
         return y + res
 
     @property

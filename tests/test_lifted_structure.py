@@ -78,6 +78,58 @@ def test_compact_convolution_equals_the_full_one(layout, pattern, strides, rng):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("pattern", [(0,) * 4, (0, 1, 1, 1), (0, 1, 2, 2, 2, 3)])
+def test_compact_transposed_convolution_equals_the_full_one(layout, pattern, rng):
+    stored, full = _compact(pattern, rng)
+    reference = Convolution(3, 5, strides=2, transposed=True, strategy="native")
+    expected = ops.convert_to_numpy(reference(full))
+    layer = Convolution(3, 5, strides=2, transposed=True, data_format=_fmt(layout),
+                        lifted_axis_last=layout == "lifted_last", lifted_pattern=pattern)
+    xin = _to_layout(stored, layout)
+    layer.build(xin.shape)
+    layer.set_weights(reference.get_weights())
+    y = ops.convert_to_numpy(layer(xin))
+    assert y.shape == layer.compute_output_shape(xin.shape)
+    assert len(layer.output_pattern) == 2 * len(pattern)
+    np.testing.assert_allclose(np.take(y, list(layer.output_pattern), axis=_lifted_axis(layout)),
+                               _to_layout(expected, layout), atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("patterns", [
+    ((0, 1, 1, 1, 1, 1, 1, 1), None), ((0, 1, 1, 1), (0, 0, 0, 0)), (None, None), ((0, 1, 1), (0, 1, 0)),
+])
+def test_skip_convolution_equals_concatenate_then_convolve(layout, transposed, patterns, rng):
+    """A list of (compact) inputs read as one concatenated tensor: same output
+    as Concatenate + the native Conv3D (gradients: the deep SL-UNet test below,
+    whose decoder reads its skips this way)."""
+    length = len(next((p for p in patterns if p is not None), (0,) * 4))
+    parts = [_compact(p or tuple(range(length)), rng, shape=(2, 6, 6, c)) for p, c in zip(patterns, (3, 2))]
+    full = np.concatenate([f for _, f in parts], axis=-1)
+    strides = 2 if transposed else 1
+    reference = Convolution(3, 4, strides=strides, transposed=transposed, strategy="native")
+    reference.build(full.shape)
+    layer = ConvNormAct(3, 4, strides=strides, transposed=transposed, data_format=_fmt(layout),
+                        lifted_axis_last=layout == "lifted_last", input_patterns=patterns, conv_only=True)
+    inputs = [_to_layout(stored, layout) for stored, _ in parts]
+    layer.build([x.shape for x in inputs])
+    layer.set_weights(reference.get_weights())
+    y = ops.convert_to_numpy(layer(inputs))
+    assert y.shape == layer.compute_output_shape([x.shape for x in inputs])
+    axis = _lifted_axis(layout)
+    if layer.output_pattern is not None:
+        y = np.take(y, list(layer.output_pattern), axis=axis)
+    expected = ops.convert_to_numpy(reference(full))
+    np.testing.assert_allclose(y, _to_layout(expected, layout), atol=1e-5)
+    clone = ConvNormAct.from_config(layer.get_config())
+    assert clone.input_patterns == layer.input_patterns
+    assert clone.output_pattern == layer.output_pattern
+    # MACs are those of the concatenated full convolution
+    assert layer.conv.macs(None, layer.conv.logical_shape(y.shape)) == reference.macs(full.shape, expected.shape)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_compact_instance_norm_has_the_full_statistics(layout, rng):
     pattern = (0, 1, 1, 1, 2, 1)
     stored, full = _compact(pattern, rng)
@@ -118,8 +170,21 @@ def test_compact_residual_unit_equals_the_full_one(layout, strides, subunits, in
 def test_compact_layers_refuse_what_would_be_wrong():
     with pytest.raises(ValueError, match="strategy other than 'native'"):
         Convolution(3, 4, lifted_pattern=(0, 0), strategy="native")
-    with pytest.raises(ValueError, match="non-transposed"):
-        Convolution(3, 4, transposed=True, lifted_pattern=(0, 0))
+    with pytest.raises(ValueError, match="strategy other than 'native'"):
+        Convolution(3, 4, input_patterns=[(0, 0), None], strategy="native")
+    with pytest.raises(ValueError, match="not both"):
+        Convolution(3, 4, lifted_pattern=(0, 0), input_patterns=[(0, 0)])
+    with pytest.raises(ValueError, match="one lifted length"):
+        Convolution(3, 4, input_patterns=[(0, 0), (0, 0, 0)])
+    with pytest.raises(ValueError, match=r"input_patterns\[1\].*\(0, 1\)"):
+        Convolution(3, 4, input_patterns=[None, (1, 0)])
+    skip = Convolution(3, 4, input_patterns=[(0, 1, 1), None])
+    with pytest.raises(ValueError, match="list of that many"):
+        skip.build((1, 2, 5, 5, 2))
+    with pytest.raises(ValueError, match="should store 2"):
+        skip.build([(1, 3, 5, 5, 2), (1, 3, 5, 5, 2)])
+    with pytest.raises(ValueError, match="dropout"):
+        ConvNormAct(3, 4, dropout=0.2, input_patterns=[(0, 0), None])
     with pytest.raises(ValueError, match=r"\(0, 1, 0\)"):
         Convolution(3, 4, lifted_pattern=(1, 0, 1))
     with pytest.raises(ValueError, match="dropout"):

@@ -31,8 +31,11 @@ class ConvNormAct(keras.layers.Layer):
     ``conv_only=True`` drops norm, dropout and activation.
     ``lifted_pattern`` runs the block on a compact lifted input
     (:mod:`keras_sl.layers.lifted_structure`); its output is compact in
-    :attr:`output_pattern`. Dropout would make equal slices differ, so a
-    compact block has none.
+    :attr:`output_pattern`; ``input_patterns`` makes it take a list of inputs
+    read as one channel-concatenated tensor, each compact with its own
+    pattern (a skip connection without the concatenation, see
+    ``keras_sl.layers.Convolution``). Dropout would make equal slices
+    differ, so a compact block has none.
 
     Example:
     >>> import numpy as np
@@ -55,13 +58,14 @@ class ConvNormAct(keras.layers.Layer):
         lifted_axis_last: bool = False,
         broadcast_input: bool = False,
         lifted_pattern: Sequence[int] | None = None,
+        input_patterns: Sequence[Sequence[int] | None] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if lifted_pattern is not None and dropout:
+        if (lifted_pattern is not None or input_patterns is not None) and dropout:
             raise ValueError(
                 f"dropout={dropout} makes equal lifted slices differ, so the block cannot run "
-                "on a compact (lifted_pattern) input; set dropout=0 or drop lifted_pattern."
+                "on compact (lifted_pattern/input_patterns) inputs; set dropout=0 or drop them."
             )
         self.broadcast_input = bool(broadcast_input)
         self.strategy = strategy
@@ -85,12 +89,14 @@ class ConvNormAct(keras.layers.Layer):
             lifted_axis_last=lifted_axis_last,
             broadcast_input=broadcast_input,
             lifted_pattern=lifted_pattern,
+            input_patterns=input_patterns,
             name="conv",
         )
         self.lifted_pattern = self.conv.lifted_pattern
+        self.input_patterns = self.conv.input_patterns
         if not conv_only:
             compact = {}
-            if self.lifted_pattern is not None:
+            if self.output_pattern is not None:
                 compact = dict(
                     lifted_counts=slice_counts(self.output_pattern),
                     lifted_axis=self.conv._lifted_position,
@@ -146,5 +152,6 @@ class ConvNormAct(keras.layers.Layer):
             lifted_axis_last=self.lifted_axis_last,
             broadcast_input=self.broadcast_input,
             lifted_pattern=None if self.lifted_pattern is None else list(self.lifted_pattern),
+            input_patterns=self.conv.get_config()["input_patterns"],
         )
         return config

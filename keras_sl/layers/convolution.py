@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_sl.layers.lifted_structure import canonical, conv_output_pattern
+from keras_sl.layers.lifted_structure import canonical, conv_output_pattern, joint_conv_output_pattern
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
 
 # PyTorch's default for nn.ConvNd / nn.ConvTransposeNd (kaiming_uniform, a=sqrt(5)),
@@ -93,6 +93,19 @@ def _band(length: int, out_length: int, k: int, s: int, p: int, transposed: bool
                 if 0 <= i < length:
                     band[tap, i, o] = 1.0
     return band
+
+
+def _checked_pattern(pattern, what: str) -> tuple[int, ...] | None:
+    """``pattern`` as a tuple, which must already be canonical."""
+    if pattern is None:
+        return None
+    checked = canonical(pattern)
+    if tuple(int(i) for i in pattern) != checked:
+        raise ValueError(
+            f"{what} must number stored slices 0, 1, ... in order of first appearance, got "
+            f"{tuple(pattern)}; use {checked} (keras_sl.layers.lifted_structure.canonical)."
+        )
+    return checked
 
 
 def _transposed_by_phases_pays() -> bool:
@@ -293,7 +306,15 @@ class Convolution(keras.layers.Layer):
             :mod:`keras_sl.layers.lifted_structure`). The output is compact
             too, in :attr:`output_pattern`; the work scales with the number of
             distinct slices, not ``len(lifted_pattern)``. Runs the banded path
-            (any device); not for ``strategy="native"`` or transposed layers.
+            (any device); not for ``strategy="native"``.
+        input_patterns: the layer takes a *list* of inputs whose channels it
+            reads as if concatenated in that order (a UNet skip connection
+            without the concatenation), input ``j`` compact with pattern
+            ``input_patterns[j]`` (``None``: all slices stored). Each input is
+            folded on its own and the folded tensors meet in one convolution,
+            so a compact skip is never expanded. The output is compact in
+            :attr:`output_pattern` (``None`` when all its slices differ).
+            Same weights as the single-input layer. Banded path only.
 
     Example:
     >>> import numpy as np
@@ -317,6 +338,7 @@ class Convolution(keras.layers.Layer):
         lifted_axis_last: bool = False,
         broadcast_input: bool = False,
         lifted_pattern: Sequence[int] | None = None,
+        input_patterns: Sequence[Sequence[int] | None] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -350,30 +372,54 @@ class Convolution(keras.layers.Layer):
                 "broadcast_input=True needs a (non-transposed) convolution of rank >= 2: it "
                 "reads one slice of an input that is constant along its first spatial axis."
             )
-        self.lifted_pattern = None if lifted_pattern is None else canonical(lifted_pattern)
-        if self.lifted_pattern is not None:
-            if tuple(int(i) for i in lifted_pattern) != self.lifted_pattern:
+        self.lifted_pattern = _checked_pattern(lifted_pattern, "lifted_pattern")
+        self.input_patterns = None
+        if input_patterns is not None:
+            if lifted_pattern is not None:
                 raise ValueError(
-                    f"lifted_pattern must number stored slices 0, 1, ... in order of first "
-                    f"appearance, got {tuple(lifted_pattern)}; use "
-                    f"{self.lifted_pattern} (keras_sl.layers.lifted_structure.canonical)."
+                    "Give lifted_pattern (one compact input) or input_patterns (a list of "
+                    "inputs), not both."
                 )
-            if self.transposed or rank < 2 or self.broadcast_input or strategy == "native":
+            self.input_patterns = tuple(
+                _checked_pattern(pattern, f"input_patterns[{j}]")
+                for j, pattern in enumerate(input_patterns)
+            )
+            lengths = {len(p) for p in self.input_patterns if p is not None}
+            if not self.input_patterns or len(lengths) > 1:
                 raise ValueError(
-                    "lifted_pattern needs a non-transposed convolution of rank >= 2, without "
+                    f"input_patterns must be a non-empty list of patterns (or None) of one "
+                    f"lifted length, got {input_patterns}."
+                )
+        if self.lifted_pattern is not None or self.input_patterns is not None:
+            if rank < 2 or self.broadcast_input or strategy == "native":
+                raise ValueError(
+                    "lifted_pattern and input_patterns need a convolution of rank >= 2, without "
                     "broadcast_input, and a strategy other than 'native' (the compact slices "
-                    "run through the banded path); drop lifted_pattern to run a plain "
-                    "convolution on full-length inputs."
+                    "run through the banded path); drop them (and concatenate the inputs) to "
+                    "run a plain convolution on full-length inputs."
                 )
         self.lifted_length = None
 
     @property
     def output_pattern(self) -> tuple[int, ...] | None:
-        """Lifted pattern of the output (None when the input is not compact)."""
-        if self.lifted_pattern is None:
-            return None
+        """Lifted pattern of the output (None when the input is not compact;
+        with ``input_patterns``, also None when all output slices differ)."""
+        if self.lifted_pattern is not None:
+            k, s, p = self.kernel_size[0], self.strides[0], self.pads[0]
+            return conv_output_pattern(self.lifted_pattern, k, s, p, self.transposed)[0]
+        if self.input_patterns is not None and any(p is not None for p in self.input_patterns):
+            pattern = self._joint_bands()[0]
+            return None if pattern == tuple(range(len(pattern))) else pattern
+        return None
+
+    def _joint_bands(self):
+        """Merged output pattern and one band per input (``input_patterns``)."""
+        length = next((len(p) for p in self.input_patterns if p is not None), self.lifted_length)
+        if length is None:
+            raise ValueError(f"{self.name}: the lifted length is unknown until the layer is built.")
+        patterns = tuple(tuple(range(length)) if p is None else p for p in self.input_patterns)
         k, s, p = self.kernel_size[0], self.strides[0], self.pads[0]
-        return conv_output_pattern(self.lifted_pattern, k, s, p)[0]
+        return joint_conv_output_pattern(patterns, k, s, p, self.transposed)
 
     # -- helpers -----------------------------------------------------------
     @property
@@ -400,16 +446,13 @@ class Convolution(keras.layers.Layer):
         return self._first_spatial + self._physical_order.index(0)
 
     def build(self, input_shape):
-        in_channels = input_shape[self._channel_axis]
-        if in_channels is None:
-            raise ValueError(
-                "The channel dimension of the input must be known to build "
-                f"{self.name}; got input shape {input_shape}."
+        if self.input_patterns is not None:
+            self._build_parts(input_shape)
+        else:
+            self.in_channels = self._known_channels(input_shape)
+            self.lifted_length = (
+                input_shape[self._lifted_position] if self.rank > 1 else None
             )
-        self.in_channels = int(in_channels)
-        self.lifted_length = (
-            input_shape[self._lifted_position] if self.rank > 1 else None
-        )
         if self.lifted_pattern is not None:
             stored = len(set(self.lifted_pattern))
             if self.lifted_length not in (None, stored):
@@ -434,6 +477,43 @@ class Convolution(keras.layers.Layer):
         else:
             self.bias = None
 
+    def _known_channels(self, shape) -> int:
+        channels = shape[self._channel_axis]
+        if channels is None:
+            raise ValueError(
+                "The channel dimension of the input must be known to build "
+                f"{self.name}; got input shape {shape}."
+            )
+        return int(channels)
+
+    def _build_parts(self, input_shapes):
+        """Channels and lifted lengths of a list of inputs (``input_patterns``)."""
+        if not isinstance(input_shapes, (list, tuple)) or not isinstance(input_shapes[0], (list, tuple)) \
+                or len(input_shapes) != len(self.input_patterns):
+            raise ValueError(
+                f"{self.name} has input_patterns for {len(self.input_patterns)} inputs; call it "
+                f"on a list of that many tensors, got input shape {input_shapes}."
+            )
+        self.part_channels = tuple(self._known_channels(shape) for shape in input_shapes)
+        self.in_channels = sum(self.part_channels)
+        logical = {len(p) for p in self.input_patterns if p is not None}
+        for pattern, shape in zip(self.input_patterns, input_shapes):
+            stored = shape[self._lifted_position]
+            expected = len(set(pattern)) if pattern is not None else next(iter(logical), stored)
+            if stored is not None and expected is not None and stored != expected:
+                raise ValueError(
+                    f"{self.name}: an input with pattern {pattern} should store {expected} "
+                    f"slices along the lifted axis, got input shapes {input_shapes}."
+                )
+            if pattern is None and stored is not None:
+                logical.add(stored)
+        if len(logical) != 1:
+            raise ValueError(
+                f"{self.name}: the lifted length of the inputs must be known and equal; got "
+                f"input shapes {input_shapes} with input_patterns {self.input_patterns}."
+            )
+        self.lifted_length = logical.pop()
+
     def _output_length(self, length, axis):
         if length is None:
             return None
@@ -443,6 +523,9 @@ class Convolution(keras.layers.Layer):
         return (length + 2 * p - k) // s + 1
 
     def compute_output_shape(self, input_shape):
+        if self.input_patterns is not None:
+            input_shape = input_shape[next(
+                (j for j, p in enumerate(self.input_patterns) if p is None), 0)]
         input_shape = list(input_shape)
         first = self._first_spatial
         for i, logical in enumerate(self._physical_order):
@@ -450,6 +533,8 @@ class Convolution(keras.layers.Layer):
         input_shape[self._channel_axis] = self.filters
         if self.lifted_pattern is not None:
             input_shape[self._lifted_position] = len(set(self.output_pattern))
+        elif self.input_patterns is not None:
+            input_shape[self._lifted_position] = len(set(self._joint_bands()[0]))
         return tuple(input_shape)
 
     # -- forward -----------------------------------------------------------
@@ -467,7 +552,7 @@ class Convolution(keras.layers.Layer):
     def call(self, inputs):
         if self.uses_broadcast_input:
             y = self._broadcast(inputs)
-        elif self.lifted_pattern is not None or (
+        elif self.lifted_pattern is not None or self.input_patterns is not None or (
             self.resolved_strategy == "banded" and self.rank > 1 and self.lifted_length
         ):
             y = self._banded(inputs)
@@ -528,38 +613,50 @@ class Convolution(keras.layers.Layer):
             y = ops.moveaxis(y, folded_at, self._lifted_position)
         return y
 
-    def _banded(self, x):
+    def _bands(self) -> tuple[int, tuple]:
+        """Stored output length and one band per input, ``band[tap, i, o]``."""
+        k, s, p = self.kernel_size[0], self.strides[0], self.pads[0]
+        if self.input_patterns is not None:
+            pattern, bands = self._joint_bands()
+            return len(set(pattern)), bands
+        if self.lifted_pattern is not None:  # compact in and out
+            pattern, band = conv_output_pattern(self.lifted_pattern, k, s, p, self.transposed)
+            return len(set(pattern)), (band,)
+        length = int(self.lifted_length)
+        out_length = self._output_length(length, 0)
+        return out_length, (_band(length, out_length, k, s, p, self.transposed),)
+
+    def _fold(self, x, length: int, channels: int):
+        """(B, ..., lifted, ..., C) -> (rank-1)-D tensor with (lifted, C) channels."""
+        channels_last = self.data_format == "channels_last"
+        # Move the lifted axis next to the channels (free when the layout
+        # already has it there: channels_last with the lifted axis last, or
+        # channels_first with it first).
+        fold_at = self.rank if channels_last else 2
+        if self._lifted_position != fold_at:
+            x = ops.moveaxis(x, self._lifted_position, fold_at)
+        shape = ops.shape(x)
+        if channels_last:
+            return ops.reshape(x, (-1, *shape[1 : self.rank], length * channels))
+        return ops.reshape(x, (-1, channels * length, *shape[3:]))
+
+    def _banded(self, inputs):
         """The lifted axis folded into channels: one (rank-1)-D convolution.
 
         The kernel becomes block-banded over (lifted position, channel)
         pairs, built from the same Conv3D weights by a constant 0/1 band
         tensor, so checkpoints and gradients are shared with ``"native"``.
+        Several inputs (``input_patterns``) are folded one by one, and their
+        folded tensors and kernels concatenated: one convolution still.
         """
-        length = int(self.lifted_length)
-        k, s, p = self.kernel_size[0], self.strides[0], self.pads[0]
-        if self.lifted_pattern is not None:  # compact in and out
-            band = conv_output_pattern(self.lifted_pattern, k, s, p)[1]
-            out_length = band.shape[-1]
+        out_length, bands = self._bands()
+        if self.input_patterns is None:
+            inputs, part_channels = [inputs], (self.in_channels,)
         else:
-            out_length = self._output_length(length, 0)
-            band = _band(length, out_length, k, s, p, self.transposed)
+            part_channels = self.part_channels
         channels_last = self.data_format == "channels_last"
-        axis = self._lifted_position
-        # Move the lifted axis next to the channels (free when the layout
-        # already has it there: channels_last with the lifted axis last, or
-        # channels_first with it first).
-        fold_at = self.rank if channels_last else 2
-        if axis != fold_at:
-            x = ops.moveaxis(x, axis, fold_at)
-        shape = ops.shape(x)
-        c_in = self.in_channels
-        if channels_last:
-            folded = ops.reshape(x, (-1, *shape[1 : self.rank], length * c_in))
-        else:
-            folded = ops.reshape(x, (-1, c_in * length, *shape[3:]))
-        # kernel: (k_lift, *k_plane, a, b) with (a, b) = (in, out) or (out, in).
-        kernel = ops.cast(self.kernel, x.dtype)
-        band = ops.cast(band, x.dtype)
+        dtype = inputs[0].dtype
+        kernel = ops.cast(self.kernel, dtype)
         plane = "hw"[: self.rank - 1]
         # band[k, i, o]: input position i feeds output position o through tap k.
         if self.transposed:  # kernel (..., out, in) -> folded (..., out*, in*)
@@ -567,11 +664,25 @@ class Convolution(keras.layers.Layer):
         else:  # kernel (..., in, out) -> folded (..., in*, out*)
             order = "iaob" if channels_last else "aibo"
         spec = f"kio,k{plane}ab->{plane}{order}"
-        big = ops.einsum(spec, band, kernel)
-        if self.transposed:
-            big = ops.reshape(big, (*self.kernel_size[1:], out_length * self.filters, length * c_in))
+        folded, bigs, offset = [], [], 0
+        for x, band, channels in zip(inputs, bands, part_channels):
+            length = band.shape[1]
+            folded.append(self._fold(x, length, channels))
+            if self.transposed:
+                part = kernel[..., offset : offset + channels]
+            else:
+                part = kernel[..., offset : offset + channels, :]
+            offset += channels
+            big = ops.einsum(spec, ops.cast(band, dtype), part)
+            if self.transposed:
+                bigs.append(ops.reshape(big, (*self.kernel_size[1:], out_length * self.filters, length * channels)))
+            else:
+                bigs.append(ops.reshape(big, (*self.kernel_size[1:], length * channels, out_length * self.filters)))
+        if len(folded) > 1:
+            folded = ops.concatenate(folded, axis=-1 if channels_last else 1)
+            big = ops.concatenate(bigs, axis=-1 if self.transposed else -2)
         else:
-            big = ops.reshape(big, (*self.kernel_size[1:], length * c_in, out_length * self.filters))
+            folded, big = folded[0], bigs[0]
         y = _conv_nd(
             folded,
             big,
@@ -598,14 +709,17 @@ class Convolution(keras.layers.Layer):
             lifted_axis_last=self.lifted_axis_last,
             broadcast_input=self.broadcast_input,
             lifted_pattern=None if self.lifted_pattern is None else list(self.lifted_pattern),
+            input_patterns=None if self.input_patterns is None else [
+                None if p is None else list(p) for p in self.input_patterns
+            ],
         )
         return config
 
     def logical_shape(self, shape, output: bool = True) -> tuple:
         """``shape`` with a compact lifted axis restored to its logical length."""
         shape = list(shape)
-        if self.lifted_pattern is not None:
-            pattern = self.output_pattern if output else self.lifted_pattern
+        pattern = self.output_pattern if output else self.lifted_pattern
+        if pattern is not None:
             shape[self._lifted_position] = len(pattern)
         return tuple(shape)
 

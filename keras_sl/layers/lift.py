@@ -18,6 +18,11 @@ class Lift(keras.layers.Layer):
     (``(B, *spatial, depth, C)``, the layout in which SL backbones fold the
     lifted axis into channels for free).
 
+    ``compact=True`` stores the lifted tensor compactly
+    (:mod:`keras_sl.layers.lifted_structure`): its one distinct slice, size 1
+    along the lifted axis, for backbones that take such an input
+    (``UNet(compact_input=True)``); no m-fold copy is ever made.
+
     Example:
     >>> import numpy as np
     >>> tuple(Lift(depth=16)(np.zeros((2, 64, 64, 3), "float32")).shape)
@@ -29,9 +34,11 @@ class Lift(keras.layers.Layer):
         depth: int = 16,
         data_format: str | None = None,
         lifted_axis_last: bool = False,
+        compact: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.compact = bool(compact)
         self.lifted_axis_last = bool(lifted_axis_last)
         if int(depth) < 1:
             raise ValueError(f"Lift depth must be >= 1, got {depth}.")
@@ -47,6 +54,8 @@ class Lift(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.expand_dims(inputs, self.lifted_axis)
+        if self.compact:
+            return x
         shape = list(ops.shape(x))
         shape[self.lifted_axis] = self.depth
         # A broadcast, not a copy, where the backend can (torch: a view).
@@ -55,7 +64,7 @@ class Lift(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)
         axis = self.lifted_axis % (len(shape) + 1)
-        shape.insert(axis, self.depth)
+        shape.insert(axis, 1 if self.compact else self.depth)
         return tuple(shape)
 
     def get_config(self):
@@ -64,5 +73,6 @@ class Lift(keras.layers.Layer):
             depth=self.depth,
             data_format=self.data_format,
             lifted_axis_last=self.lifted_axis_last,
+            compact=self.compact,
         )
         return config

@@ -51,20 +51,28 @@ def slice_counts(pattern: Sequence[int]) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def conv_output_pattern(pattern: tuple[int, ...], k: int, s: int, p: int):
+def conv_output_pattern(pattern: tuple[int, ...], k: int, s: int, p: int, transposed: bool = False):
     """Pattern of a convolution's output along the lifted axis, and its band.
 
-    Output slice ``o`` reads input slices ``o * s + t - p`` (taps ``t``);
-    two outputs are equal when their windows read the same stored slices
-    through the same taps. Returns ``(out_pattern, band)`` with
-    ``band[t, a, b] = 1`` when stored input slice ``a`` reaches stored output
-    slice ``b`` through tap ``t`` (the compact form of the banded kernel).
+    Output slice ``o`` reads input slices ``o * s + t - p`` (taps ``t``); a
+    transposed convolution (PyTorch, ``output_padding = s - 1``) reads input
+    ``i`` through tap ``t`` where ``o = i * s + t - p``. Two outputs are equal
+    when their windows read the same stored slices through the same taps.
+    Returns ``(out_pattern, band)`` with ``band[t, a, b] = 1`` when stored
+    input slice ``a`` reaches stored output slice ``b`` through tap ``t`` (the
+    compact form of the banded kernel).
     """
     length = len(pattern)
-    out_length = (length + 2 * p - k) // s + 1
+    if transposed:
+        out_length = (length - 1) * s + k - 2 * p + (s - 1)
+    else:
+        out_length = (length + 2 * p - k) // s + 1
     windows = []
     for o in range(out_length):
-        taps = (o * s + t - p for t in range(k))
+        if transposed:
+            taps = ((o + p - t) // s if (o + p - t) % s == 0 else -1 for t in range(k))
+        else:
+            taps = (o * s + t - p for t in range(k))
         windows.append(tuple(pattern[i] if 0 <= i < length else -1 for i in taps))
     out_pattern = canonical(windows)
     n_in, n_out = len(set(pattern)), len(set(out_pattern))
@@ -74,6 +82,27 @@ def conv_output_pattern(pattern: tuple[int, ...], k: int, s: int, p: int):
             if a >= 0:
                 band[t, a, b] = 1.0
     return out_pattern, band
+
+
+@functools.lru_cache(maxsize=None)
+def joint_conv_output_pattern(patterns: tuple[tuple[int, ...], ...], k: int, s: int, p: int,
+                              transposed: bool = False):
+    """:func:`conv_output_pattern` of a convolution over several inputs that
+    are concatenated along the channels, each compact with its own pattern.
+
+    The output slices are equal when they are equal for every input, so the
+    output pattern merges the inputs' output patterns. Returns
+    ``(out_pattern, bands)``: one band per input, mapping its stored slices to
+    the merged stored output slices.
+
+    >>> joint_conv_output_pattern(((0, 1, 1, 1), (0, 1, 2, 3)), 3, 1, 1)[0]
+    (0, 1, 2, 3)
+    """
+    singles = [conv_output_pattern(pattern, k, s, p, transposed) for pattern in patterns]
+    merged = canonical(zip(*(out for out, _ in singles)))
+    reps = representatives(merged)
+    bands = tuple(band[:, :, [out[r] for r in reps]] for out, band in singles)
+    return merged, bands
 
 
 def merge_patterns(first: Sequence[int], second: Sequence[int]):

@@ -152,6 +152,8 @@ class SLUNet(SLModel):
         lifted_shape = Lift(lift_depth, data_format=net_format, lifted_axis_last=lifted_last).compute_output_shape(
             (None, *net_image_shape)
         )[1:]
+        # A compact backbone takes the lifted image as its one distinct slice.
+        compact = UNet.runs_compact(True, conv_strategy, dropout)
         backbone = UNet(
             spatial_dims=rank + 1,
             in_channels=in_channels,
@@ -167,13 +169,15 @@ class SLUNet(SLModel):
             conv_strategy=conv_strategy,
             lifted_axis_last=lifted_last,
             lifted_input=True,
+            compact_input=compact,
             name="backbone",
         )
         inputs = keras.Input(shape=input_shape, name="image")
         x = inputs
         if to_net is not None:
             x = keras.layers.Permute(to_net, name="to_backbone_format")(x)
-        lifted = Lift(lift_depth, data_format=net_format, lifted_axis_last=lifted_last, name="lift")(x)
+        lifted = Lift(lift_depth, data_format=net_format, lifted_axis_last=lifted_last, compact=compact,
+                      name="lift")(x)
         slice_logits = backbone(lifted)
         # Back to the canonical slice layout (B, m, *spatial, K) / (B, K, m, *spatial).
         to_slices = _slice_permutation(net_format, lifted_last, data_format, rank + 1)

@@ -53,8 +53,14 @@ class UNet(SLModel):
             the encoder then stores only the slices that can differ (those
             whose receptive field reached the lifted axis' padding; 2 of 8 at
             the first level of an SL-UNet) and runs on those
-            (:mod:`keras_sl.layers.lifted_structure`); the skips expand them
-            for the decoder. Exact, outputs and gradients; with dropout only
+            (:mod:`keras_sl.layers.lifted_structure`); the decoder's up
+            convolutions read the compact skips directly (no concatenation).
+        compact_input: with ``lifted_input``, the input stores only the lifted
+            image's one distinct slice (size 1 along the lifted axis, e.g.
+            ``keras_sl.layers.Lift(compact=True)``) while ``input_shape`` gives
+            the logical length m; the m-fold lifted tensor is never built.
+            Needs the compact encoder (a strategy other than ``"native"``,
+            no dropout). Exact, outputs and gradients; with dropout only
             the first layer reads a single slice. Wrong for any other input.
 
     Example:
@@ -80,6 +86,7 @@ class UNet(SLModel):
         conv_strategy: str = "auto",
         lifted_axis_last: bool = False,
         lifted_input: bool = False,
+        compact_input: bool = False,
         **kwargs,
     ):
         data_format = standardize_data_format(data_format)
@@ -110,9 +117,15 @@ class UNet(SLModel):
         # A lifted input keeps most encoder slices equal: store each once.
         lifted_axis = _lifted_axis(spatial_dims, data_format, lifted_axis_last)
         lifted_length = input_shape[lifted_axis - 1] if spatial_dims > 1 else None
-        compact = (
-            lifted_input and conv_strategy != "native" and not dropout and bool(lifted_length)
-        )
+        compact = UNet.runs_compact(lifted_input, conv_strategy, dropout) and bool(lifted_length)
+        if compact_input and not compact:
+            raise ValueError(
+                "compact_input=True needs lifted_input=True, a known lifted length in "
+                "input_shape, conv_strategy other than 'native' and dropout=0 (the compact "
+                f"encoder); got lifted_input={lifted_input}, input_shape={input_shape}, "
+                f"conv_strategy={conv_strategy!r}, dropout={dropout}. Pass the full lifted "
+                "image instead (compact_input=False)."
+            )
 
         def down_layer(filters, stride, name, path, pattern):
             monai_paths[name] = path
@@ -134,14 +147,14 @@ class UNet(SLModel):
                 return x
             return LiftedSlices(pattern, lifted_axis, name=name)(x)
 
-        def up_layers(filters, stride, is_top, name, path):
+        def up_layers(filters, stride, is_top, name, path, input_patterns):
             conv_path = f"{path}.0" if num_res_units > 0 else path
             monai_paths[name] = conv_path
             layers = [
                 ConvNormAct(
                     filters=filters, strides=stride, kernel_size=up_kernel_size,
                     transposed=True, conv_only=is_top and num_res_units == 0,
-                    dropout=dropout, name=name, **common,
+                    dropout=dropout, name=name, input_patterns=input_patterns, **common,
                 )
             ]
             if num_res_units > 0:
@@ -149,32 +162,45 @@ class UNet(SLModel):
                 layers.append(
                     ResidualUnit(
                         filters=filters, strides=1, kernel_size=kernel_size, subunits=1,
-                        dropout=dropout, last_conv_only=is_top, name=f"{name}_res", **common,
+                        dropout=dropout, last_conv_only=is_top, name=f"{name}_res",
+                        lifted_pattern=layers[0].output_pattern, **common,
                     )
                 )
             return layers
 
         def level(x, pattern, out_c, chans, strs, depth, path):
+            """One level; returns its output and the output's lifted pattern."""
             c, s = chans[0], strs[0]
             layer = down_layer(c, s, f"down{depth}", f"{path}.0", pattern)
             down, pattern = layer(x), layer.output_pattern
             if len(chans) > 2:
-                sub = level(down, pattern, c, chans[1:], strs[1:], depth + 1, f"{path}.1.submodule")
+                sub, sub_pattern = level(down, pattern, c, chans[1:], strs[1:], depth + 1, f"{path}.1.submodule")
             else:
                 bottom = down_layer(chans[1], 1, "bottom", f"{path}.1.submodule", pattern)
-                sub = expand(bottom(down), bottom.output_pattern, "bottom_expand")
-            down = expand(down, pattern, f"down{depth}_expand")
-            y = keras.layers.Concatenate(axis=axis, name=f"skip{depth}")([down, sub])
-            for layer in up_layers(out_c, s, depth == 0, f"up{depth}", f"{path}.2"):
+                sub, sub_pattern = bottom(down), bottom.output_pattern
+            if compact:
+                # MONAI concatenates (skip, decoder) along the channels; the up
+                # convolution reads both as they are instead, so the compact
+                # skip is never expanded.
+                y, input_patterns = [down, sub], [pattern, sub_pattern]
+            else:
+                y = keras.layers.Concatenate(axis=axis, name=f"skip{depth}")([down, sub])
+                input_patterns = None
+            for layer in up_layers(out_c, s, depth == 0, f"up{depth}", f"{path}.2", input_patterns):
                 y = layer(y)
-            return y
+            return y, layer.output_pattern
 
-        inputs = keras.Input(shape=input_shape, name="image")
+        stored_shape = list(input_shape)
+        if compact_input:
+            stored_shape[lifted_axis - 1] = 1
+        inputs = keras.Input(shape=tuple(stored_shape), name="image")
         x, pattern = inputs, None
         if compact:
-            x = LiftedSlices([0], lifted_axis, name="lifted_slice")(inputs)
+            if not compact_input:
+                x = LiftedSlices([0], lifted_axis, name="lifted_slice")(inputs)
             pattern = (0,) * int(lifted_length)
-        outputs = level(x, pattern, out_channels, channels, strides, 0, "model")
+        outputs, pattern = level(x, pattern, out_channels, channels, strides, 0, "model")
+        outputs = expand(outputs, pattern, "output_expand")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         self.spatial_dims = spatial_dims
@@ -191,14 +217,22 @@ class UNet(SLModel):
         self.conv_strategy = conv_strategy
         self.lifted_axis_last = lifted_axis_last
         self.lifted_input = lifted_input
+        self.compact_input = bool(compact_input)
         # Keras layer name -> MONAI module path, for keras_sl.interop.
         self.monai_paths = monai_paths
+
+    @staticmethod
+    def runs_compact(lifted_input: bool, conv_strategy: str = "auto", dropout: float = 0.0) -> bool:
+        """Whether a UNet with these arguments runs its encoder compact."""
+        return bool(lifted_input) and conv_strategy != "native" and not dropout
 
     @property
     def stride_multiple(self) -> tuple[int, ...]:
         """Each spatial size must be a multiple of this (total stride), in the
         order of the input's axes."""
         multiple = total_strides(self.strides, self.spatial_dims)
+        if self.compact_input:  # one stored slice stands for the lifted axis
+            multiple = (1, *multiple[1:])
         if self.lifted_axis_last:
             multiple = (*multiple[1:], multiple[0])
         return multiple
@@ -219,6 +253,7 @@ class UNet(SLModel):
             "conv_strategy": self.conv_strategy,
             "lifted_axis_last": self.lifted_axis_last,
             "lifted_input": self.lifted_input,
+            "compact_input": self.compact_input,
             "name": self.name,
             "trainable": self.trainable,
         }

@@ -130,8 +130,7 @@ def test_config_keeps_the_requested_path_and_resolves_it_per_backend():
     assert clone.resolved_backbone_layout == backend_defaults.resolve_backbone_layout("auto")
     convs = [layer for layer in clone._flatten_layers() if isinstance(layer, Convolution)]
     assert convs and all(layer.resolved_strategy == "banded" for layer in convs)
-    expected = "channels_first" if keras.backend.backend() == "torch" else "lifted_last"
-    assert model.resolved_backbone_layout == expected
+    assert model.resolved_backbone_layout == "lifted_last"
 
 
 def test_channels_first_images_with_every_layout(rng):

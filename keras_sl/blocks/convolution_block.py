@@ -118,13 +118,15 @@ class ConvNormAct(keras.layers.Layer):
             self.act.build(out)
 
     def call(self, inputs, training=None):
-        y = self.conv(inputs)
-        if not self.conv_only:
-            y = self.norm(y)
-            if self.drop is not None:
-                y = self.drop(y, training=training)
-            y = self.act(y)
-        return y
+        if self.conv_only:
+            return self.conv(inputs)
+        # Instance norm cancels the conv's bias: the norm takes it as a shift
+        # of its statistics instead of a pass over the tensor.
+        y = self.conv(inputs, add_bias=False)
+        y = self.norm(y, shift=self.conv.bias, training=training)
+        if self.drop is not None:
+            y = self.drop(y, training=training)
+        return self.act(y)
 
     def compute_output_shape(self, input_shape):
         return self.conv.compute_output_shape(input_shape)

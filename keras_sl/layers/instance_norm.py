@@ -12,6 +12,20 @@ from keras import ops
 from keras_sl.utils.layout import spatial_axes, standardize_data_format
 
 
+def _moments(x, axis: int):
+    """Mean and biased variance along ``axis`` (kept).
+
+    JAX: ``E[x^2] - E[x]^2``, which XLA fuses into one pass over ``x`` (the
+    two-pass form is 2-3x slower there on CPU); as in Keras' torch backend,
+    float32 and clamped at 0. Elsewhere: ``keras.ops.moments``.
+    """
+    if keras.backend.backend() == "jax":
+        mean = ops.mean(x, axis=axis, keepdims=True)
+        var = ops.mean(ops.square(x), axis=axis, keepdims=True) - ops.square(mean)
+        return mean, ops.maximum(var, 0.0)
+    return ops.moments(x, axes=[axis], keepdims=True)
+
+
 @keras.saving.register_keras_serializable(package="keras_sl")
 class InstanceNorm(keras.layers.Layer):
     """Normalise each channel of each sample over its spatial axes.
@@ -49,17 +63,46 @@ class InstanceNorm(keras.layers.Layer):
         if (self.lifted_counts is None) != (self.lifted_axis is None):
             raise ValueError("Give both lifted_counts and lifted_axis, or neither.")
 
-    def call(self, inputs):
+    def call(self, inputs, shift=None, training=None):
+        """Normalise ``inputs + shift`` (``shift``: a per-channel vector).
+
+        The statistics absorb a per-channel shift exactly, so a convolution's
+        bias need not be added before the norm (a full pass over the
+        tensor): pass it as ``shift``. The output does not depend on it, but
+        it stays in the training graph (zero gradient) so that optimizers see
+        the weight.
+        """
         rank = len(inputs.shape) - 2
         axes = spatial_axes(rank, self.data_format)
         x = inputs
         if x.dtype in ("float16", "bfloat16"):
             x = ops.cast(x, "float32")  # statistics in float32 under mixed precision
+        if shift is not None:
+            shape = (1,) * (rank + 1) + (-1,) if self.data_format == "channels_last" else (1, -1) + (1,) * rank
+            shift = ops.reshape(ops.cast(shift, x.dtype), shape)
+        if self.lifted_counts is None and self.data_format == "channels_first":
+            # Normalised axes trailing: one fused kernel where the backend has
+            # one (torch's layer_norm); moments and a scale elsewhere.
+            if shift is not None and training:
+                x = x + shift
+            y = ops.layer_normalization(x, axis=list(axes), epsilon=self.epsilon)
+            return ops.cast(y, inputs.dtype)
+        shape = None
         if self.lifted_counts is None:
-            mean, var = ops.moments(x, axes=axes, keepdims=True)
+            # (B, N, C): one reduction axis; XLA's CPU reductions over several
+            # non-minor axes are 2-10x slower (benchmarks/README.md).
+            shape = ops.shape(x)
+            x = ops.reshape(x, (shape[0], -1, shape[-1]))
+            mean, var = _moments(x, axis=1)
+            if shift is not None:
+                shift = ops.reshape(shift, (1, 1, -1))
         else:
             mean, var = self._compact_moments(x, axes)
+        if shift is not None:  # (x + shift) - mean(x + shift), shift never added to x
+            mean = (mean + shift) - shift
         y = (x - mean) * ops.rsqrt(var + self.epsilon)
+        if shape is not None:
+            y = ops.reshape(y, shape)
         return ops.cast(y, inputs.dtype)
 
     def _compact_moments(self, x, axes):

@@ -301,10 +301,14 @@ class SLUNet(SLModel):
         layers and the slice head's selection variables."""
         cache = self._inference_cache.models
         if not cache:
+            # Two graphs, so that eager backends (torch) do not compute Q for
+            # a prediction-only call. The quality graph is built first: built
+            # after the plain call, Keras loses the second output's history.
             image = keras.Input(shape=self.image_shape, name="image")
             prediction, q = self.slice_head(self(image), return_quality=True)
-            cache[False] = keras.Model(image, prediction, name=f"{self.name}_inference")
             cache[True] = keras.Model(image, [prediction, q], name=f"{self.name}_quality")
+            image = keras.Input(shape=self.image_shape, name="image")
+            cache[False] = keras.Model(image, self.slice_head(self(image)), name=f"{self.name}_inference")
         return cache[with_quality]
 
     def _run(self, fn, x, pad, **kwargs):

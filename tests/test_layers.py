@@ -136,6 +136,19 @@ def test_lift_get_config_round_trip(rng):
     np.testing.assert_array_equal(np_(restored(x)), np_(layer(x)))
 
 
+@pytest.mark.parametrize("lifted_axis_last", [False, True])
+def test_lift_compact_stores_the_one_distinct_slice(lifted_axis_last, rng):
+    x = rng.normal(size=(2, 6, 5, 3)).astype("float32")
+    full = Lift(depth=8, lifted_axis_last=lifted_axis_last)
+    compact = Lift(depth=8, lifted_axis_last=lifted_axis_last, compact=True)
+    y = np_(compact(x))
+    assert y.shape == compact.compute_output_shape(x.shape)
+    axis = 3 if lifted_axis_last else 1
+    assert y.shape[axis] == 1
+    np.testing.assert_array_equal(np.repeat(y, 8, axis=axis), np_(full(x)))
+    assert Lift.from_config(compact.get_config()).compact
+
+
 def test_lift_rejects_bad_depth():
     with pytest.raises(ValueError, match="depth"):
         Lift(depth=0)
@@ -320,6 +333,51 @@ def test_instance_norm_epsilon_and_biased_variance(rng):
     # A constant channel normalises to 0 (no division by zero).
     const = np.full((1, 4, 4, 1), 3.0, "float32")
     np.testing.assert_allclose(np_(InstanceNorm()(const)), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("training", [False, True])
+def test_instance_norm_absorbs_a_channel_shift(data_format, training, rng):
+    """A conv bias handed over as ``shift`` (never added to the tensor) gives
+    the output of normalising ``x + shift``."""
+    x = rng.normal(size=(2, 5, 6, 4, 3)).astype("float32")
+    shift = np.array([2.0, -7.0, 0.5], "float32")
+    if data_format == "channels_first":
+        x = np.moveaxis(x, -1, 1)
+    shifted = x + (shift if data_format == "channels_last" else shift.reshape(1, 3, 1, 1, 1))
+    norm = InstanceNorm(data_format=data_format)
+    np.testing.assert_allclose(np_(norm(x, shift=shift, training=training)), np_(norm(shifted)), atol=1e-4)
+
+
+def test_instance_norm_large_mean_small_spread(rng):
+    """Mean 50x the standard deviation: the single-pass statistics
+    (``E[x^2] - E[x]^2``: ours on JAX, Keras' ``moments`` on torch) lose about
+    3 digits of the variance; outputs stay within 3e-3 of float64."""
+    x = (rng.normal(size=(2, 16, 16, 8, 4)) + 50.0).astype("float32")
+    np.testing.assert_allclose(np_(InstanceNorm()(x)), ref_instance_norm(x, (1, 2, 3)), atol=3e-3)
+
+
+def test_conv_norm_act_leaves_the_bias_to_the_norm(rng):
+    """Instance norm cancels the conv bias, so the block never adds it; the
+    bias still gets a (zero) gradient, so optimizers neither warn nor move it."""
+    import warnings
+
+    x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    block = ConvNormAct(2, 4, name="block")
+    model = keras.Model(inputs, block(inputs))
+    kernel, bias, alpha = model.get_weights()
+    model.set_weights([kernel, np.array([1.0, -2.0, 3.0, 0.5], "float32"), alpha])
+    conv = np_(block.conv(x)).astype("float64")  # the full convolution, bias included
+    np.testing.assert_allclose(np_(model(x)), prelu(ref_instance_norm(conv, (1, 2)), 0.25), atol=1e-4)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss="mse")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train_on_batch(x, rng.normal(size=(2, 8, 8, 4)).astype("float32"))
+    assert not [w for w in caught if "Gradients do not exist" in str(w.message)]
+    new_kernel, new_bias, _ = model.get_weights()
+    assert np.abs(new_kernel - kernel).max() > 1e-3
+    np.testing.assert_allclose(new_bias, [1.0, -2.0, 3.0, 0.5], atol=1e-5)
 
 
 def test_instance_norm_config():

@@ -230,6 +230,20 @@ def test_deep_sl_unet_compact_encoder_trains_like_the_reference(layout, rng):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+def test_sl_unet_backbone_takes_the_compact_lift_only_when_it_runs_compact():
+    from keras_sl import UNet
+
+    compact = SLUNet(levels=3, lift_depth=4, num_selected=2, input_shape=(16, 16, 3))
+    assert compact.get_layer("lift").compact and compact.backbone.compact_input
+    assert compact.backbone.input.shape[compact.get_layer("lift").lifted_axis] == 1
+    for kwargs in (dict(conv_strategy="native"), dict(dropout=0.1)):
+        model = SLUNet(levels=3, lift_depth=4, num_selected=2, input_shape=(16, 16, 3), **kwargs)
+        assert not model.get_layer("lift").compact and not model.backbone.compact_input
+    with pytest.raises(ValueError, match="compact_input=True needs"):
+        UNet(3, 3, 1, (8, 8), (2,), input_shape=(4, 16, 16, 3), lifted_input=True,
+             compact_input=True, conv_strategy="native")
+
+
 def test_compact_encoder_keeps_the_paper_mac_count():
     compact = SLUNet(levels=5, num_res_units=1, input_shape=(64, 64, 3), conv_strategy="auto")
     reference = SLUNet(levels=5, num_res_units=1, input_shape=(64, 64, 3), conv_strategy="native")

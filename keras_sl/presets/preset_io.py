@@ -22,6 +22,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -206,7 +207,11 @@ def load_preset(preset, cls=None, load_weights: bool = True, **overrides) -> ker
                 "it is corrupted or was replaced. Re-install keras_sl or re-download the preset."
             )
         try:
-            model.load_weights(weights)
+            with warnings.catch_warnings():
+                # Presets carry no optimizer state by design (_without_optimizer);
+                # the model's fresh optimizer keeps its initial slots.
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+                model.load_weights(weights)
         except Exception as err:  # noqa: BLE001 - re-raised with a fix
             raise ValueError(
                 f"Could not load {weights} into the model built from {CONFIG_FILE}: {err}. "

@@ -55,13 +55,14 @@ class UNet(SLModel):
             the first level of an SL-UNet) and runs on those
             (:mod:`keras_sl.layers.lifted_structure`); the decoder's up
             convolutions read the compact skips directly (no concatenation).
+            Exact, outputs and gradients; with dropout only the first layer
+            reads a single slice. Wrong for any other input.
         compact_input: with ``lifted_input``, the input stores only the lifted
             image's one distinct slice (size 1 along the lifted axis, e.g.
             ``keras_sl.layers.Lift(compact=True)``) while ``input_shape`` gives
             the logical length m; the m-fold lifted tensor is never built.
             Needs the compact encoder (a strategy other than ``"native"``,
-            no dropout). Exact, outputs and gradients; with dropout only
-            the first layer reads a single slice. Wrong for any other input.
+            no dropout).
 
     Example:
     >>> import numpy as np

@@ -187,6 +187,22 @@ def test_builtin_kvasir_5l1r_reference_output():
     np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.21392, 0.14335], atol=1e-3)
 
 
+def test_builtin_kvasir_5l2r_reference_output():
+    """The Kvasir SL-UNet 5L/2Res (Table III row) offline on this backend."""
+    from keras_sl.data import make_cells, normalize
+
+    model = keras_sl.SLUNet.from_preset("kvasir_sl_unet_5l2r")
+    meta = model.preset_metadata
+    assert model.levels == 5 and model.num_res_units == 2 and model.count_params() == 38222
+    assert model.selected_slices == [8, 9, 10, 13, 14] == meta["selected_slices"]
+    assert meta["epochs"] == 40 and meta["metrics"]["pqa_pearson"] > 0.71 and meta["paper"]["dice_table_iii"] == 0.695
+    x, _ = make_cells(2, 256, seed=11)
+    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
+    # reference values recorded with the TensorFlow backend when the preset was made
+    np.testing.assert_allclose(q, [0.8753, 0.9234], atol=3e-3)
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.11931, 0.11200], atol=1e-3)
+
+
 def test_builtin_kvasir_unet_baseline_reference_output():
     """The 2-D UNet 5L/1Res trained with the same Kvasir recipe (Table III baseline)."""
     from keras_sl.data import make_cells, normalize

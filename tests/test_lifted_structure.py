@@ -32,6 +32,21 @@ def _compact(pattern, rng, shape=(2, 7, 6, 3)):
     return stored, stored[:, list(pattern)]
 
 
+def _compact_matches_full(layer, reference, stored, full, layout):
+    """Give ``layer`` the reference's weights and run it on the compact input:
+    its output, expanded by its output pattern, equals the reference's on the
+    full input. Returns (compact input, compact output, reference output)."""
+    expected = ops.convert_to_numpy(reference(full))
+    xin = _to_layout(stored, layout)
+    layer.build(xin.shape)
+    layer.set_weights(reference.get_weights())
+    y = ops.convert_to_numpy(layer(xin))
+    assert y.shape == layer.compute_output_shape(xin.shape)
+    np.testing.assert_allclose(np.take(y, list(layer.output_pattern), axis=_lifted_axis(layout)),
+                               _to_layout(expected, layout), atol=1e-5)
+    return xin, y, expected
+
+
 def test_patterns_of_the_sl_unet_encoder():
     lifted = (0,) * 16
     first, band = conv_output_pattern(lifted, k=3, s=2, p=1)
@@ -61,18 +76,9 @@ def test_pattern_helpers():
 def test_compact_convolution_equals_the_full_one(layout, pattern, strides, rng):
     stored, full = _compact(pattern, rng)
     reference = Convolution(3, 5, strides=strides, strategy="native")
-    expected = ops.convert_to_numpy(reference(full))
     layer = Convolution(3, 5, strides=strides, data_format=_fmt(layout), lifted_axis_last=layout == "lifted_last",
                         lifted_pattern=pattern)
-    xin = _to_layout(stored, layout)
-    layer.build(xin.shape)
-    layer.set_weights(reference.get_weights())
-    y = ops.convert_to_numpy(layer(xin))
-    assert y.shape == layer.compute_output_shape(xin.shape)
-    out = list(layer.output_pattern)
-    axis = _lifted_axis(layout)
-    full_y = np.take(y, out, axis=axis)
-    np.testing.assert_allclose(full_y, _to_layout(expected, layout), atol=1e-5)
+    xin, y, expected = _compact_matches_full(layer, reference, stored, full, layout)
     # thop's MACs are those of the full convolution
     assert layer.macs(xin.shape, y.shape) == reference.macs(full.shape, expected.shape)
 
@@ -82,17 +88,10 @@ def test_compact_convolution_equals_the_full_one(layout, pattern, strides, rng):
 def test_compact_transposed_convolution_equals_the_full_one(layout, pattern, rng):
     stored, full = _compact(pattern, rng)
     reference = Convolution(3, 5, strides=2, transposed=True, strategy="native")
-    expected = ops.convert_to_numpy(reference(full))
     layer = Convolution(3, 5, strides=2, transposed=True, data_format=_fmt(layout),
                         lifted_axis_last=layout == "lifted_last", lifted_pattern=pattern)
-    xin = _to_layout(stored, layout)
-    layer.build(xin.shape)
-    layer.set_weights(reference.get_weights())
-    y = ops.convert_to_numpy(layer(xin))
-    assert y.shape == layer.compute_output_shape(xin.shape)
+    _compact_matches_full(layer, reference, stored, full, layout)
     assert len(layer.output_pattern) == 2 * len(pattern)
-    np.testing.assert_allclose(np.take(y, list(layer.output_pattern), axis=_lifted_axis(layout)),
-                               _to_layout(expected, layout), atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -152,17 +151,10 @@ def test_compact_residual_unit_equals_the_full_one(layout, strides, subunits, in
     pattern = (0, 1, 1, 1, 1, 1, 1, 1)
     stored, full = _compact(pattern, rng, shape=(2, 6, 6, in_channels))
     reference = ResidualUnit(3, 4, strides=strides, subunits=subunits, strategy="native")
-    expected = ops.convert_to_numpy(reference(full))
     unit = ResidualUnit(3, 4, strides=strides, subunits=subunits, data_format=_fmt(layout),
                         lifted_axis_last=layout == "lifted_last", lifted_pattern=pattern)
-    xin = _to_layout(stored, layout)
-    unit.build(xin.shape)
-    unit.set_weights(reference.get_weights())
-    y = ops.convert_to_numpy(unit(xin))
-    assert y.shape == unit.compute_output_shape(xin.shape)
+    _, y, _ = _compact_matches_full(unit, reference, stored, full, layout)
     assert y.shape[_lifted_axis(layout)] == len(set(unit.output_pattern)) <= len(unit.output_pattern)
-    np.testing.assert_allclose(np.take(y, list(unit.output_pattern), axis=_lifted_axis(layout)),
-                               _to_layout(expected, layout), atol=1e-5)
     clone = ResidualUnit.from_config(unit.get_config())
     assert clone.lifted_pattern == pattern and clone.output_pattern == unit.output_pattern
 

@@ -119,6 +119,22 @@ def test_archive_url_download(trained_preset, tmp_path, monkeypatch):
         server.server_close()
 
 
+def _preset_cells(meta, count: int, size: int, seed: int):
+    """``count`` synthetic cell images as 8-bit RGB, normalised as the preset says."""
+    from keras_sl.data import make_cells, normalize
+
+    x, _ = make_cells(count, size, seed=seed)
+    return normalize((x * 255).round(), meta["normalization"])
+
+
+def _check_sl_reference(model, q_expected, mean_expected):
+    """Q and mean probability of two 256² cell images against the values
+    recorded with the TensorFlow backend when the preset was made."""
+    probs, q = model.predict_quality(_preset_cells(model.preset_metadata, 2, 256, seed=11), verbose=0)
+    np.testing.assert_allclose(q, q_expected, atol=3e-3)
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), mean_expected, atol=1e-3)
+
+
 def test_builtin_demo_preset_reference_output():
     """Built-in preset, loaded offline on this backend, gives the stored outputs."""
     from keras_sl.data import make_cells
@@ -156,62 +172,41 @@ def test_builtin_dsb2018_reference_output_and_any_size():
 
 def test_builtin_kvasir_reference_output():
     """``SLUNet.from_preset("kvasir")`` offline on this backend, stored outputs."""
-    from keras_sl.data import make_cells, normalize
-
     model = keras_sl.SLUNet.from_preset("kvasir")
     meta = model.preset_metadata
     assert model.levels == 8 and model.num_res_units == 2 and model.count_params() == 69458
     assert model.selected_slices == [7, 8, 9, 10, 12] == meta["selected_slices"]
     assert meta["input_size"] == [256, 256, 3] and "Kvasir-SEG" in meta["license"]
-    x, _ = make_cells(2, 256, seed=11)
-    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
-    # reference values recorded with the TensorFlow backend when the preset was made
-    np.testing.assert_allclose(q, [0.8317, 0.4884], atol=3e-3)
-    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.05066, 0.00972], atol=1e-3)
+    _check_sl_reference(model, [0.8317, 0.4884], [0.05066, 0.00972])
     assert meta["epochs"] == 40 and meta["metrics"]["test_dice"] >= 0.76
 
 
 def test_builtin_kvasir_5l1r_reference_output():
     """The Kvasir SL-UNet 5L/1Res (Table III row) offline on this backend."""
-    from keras_sl.data import make_cells, normalize
-
     model = keras_sl.SLUNet.from_preset("kvasir_sl_unet_5l1r")
     meta = model.preset_metadata
     assert model.levels == 5 and model.num_res_units == 1 and model.count_params() == 29537
     assert model.selected_slices == [1, 2, 5, 7, 14] == meta["selected_slices"]
     assert meta["epochs"] == 40 and meta["metrics"]["test_dice"] > 0.52 and meta["paper"]["dice_table_iii"] == 0.5235
-    x, _ = make_cells(2, 256, seed=11)
-    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
-    # reference values recorded with the TensorFlow backend when the preset was made
-    np.testing.assert_allclose(q, [0.8304, 0.7438], atol=3e-3)
-    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.21392, 0.14335], atol=1e-3)
+    _check_sl_reference(model, [0.8304, 0.7438], [0.21392, 0.14335])
 
 
 def test_builtin_kvasir_5l2r_reference_output():
     """The Kvasir SL-UNet 5L/2Res (Table III row) offline on this backend."""
-    from keras_sl.data import make_cells, normalize
-
     model = keras_sl.SLUNet.from_preset("kvasir_sl_unet_5l2r")
     meta = model.preset_metadata
     assert model.levels == 5 and model.num_res_units == 2 and model.count_params() == 38222
     assert model.selected_slices == [8, 9, 10, 13, 14] == meta["selected_slices"]
     assert meta["epochs"] == 40 and meta["metrics"]["pqa_pearson"] > 0.71 and meta["paper"]["dice_table_iii"] == 0.695
-    x, _ = make_cells(2, 256, seed=11)
-    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
-    # reference values recorded with the TensorFlow backend when the preset was made
-    np.testing.assert_allclose(q, [0.8753, 0.9234], atol=3e-3)
-    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.11931, 0.11200], atol=1e-3)
+    _check_sl_reference(model, [0.8753, 0.9234], [0.11931, 0.11200])
 
 
 def test_builtin_kvasir_unet_baseline_reference_output():
     """The 2-D UNet 5L/1Res trained with the same Kvasir recipe (Table III baseline)."""
-    from keras_sl.data import make_cells, normalize
-
     model = keras_sl.UNet.from_preset("kvasir_unet_5l1r")
     meta = model.preset_metadata
     assert model.count_params() == 3352215 and meta["epochs"] == 40 and meta["input_size"] == [256, 256, 3]
     assert meta["paper"]["dice_table_iii"] == 0.5262 and "Kvasir-SEG" in meta["license"]
-    x, _ = make_cells(2, 256, seed=11)
-    logits = np.asarray(model.predict(normalize((x * 255).round(), meta["normalization"]), verbose=0))
+    logits = np.asarray(model.predict(_preset_cells(meta, 2, 256, seed=11), verbose=0))
     # reference values recorded with the TensorFlow backend when the preset was made
     np.testing.assert_allclose((1 / (1 + np.exp(-logits))).mean(axis=(1, 2, 3)), [0.18659, 0.13094], atol=1e-3)

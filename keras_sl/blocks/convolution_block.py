@@ -7,7 +7,7 @@ from typing import Sequence
 
 import keras
 
-from keras_sl.layers.convolution import Convolution
+from keras_sl.layers.convolution import Convolution, patterns_config
 from keras_sl.layers.instance_norm import InstanceNorm
 from keras_sl.layers.lifted_structure import slice_counts
 from keras_sl.layers.prelu import PReLU
@@ -154,6 +154,6 @@ class ConvNormAct(keras.layers.Layer):
             lifted_axis_last=self.lifted_axis_last,
             broadcast_input=self.broadcast_input,
             lifted_pattern=None if self.lifted_pattern is None else list(self.lifted_pattern),
-            input_patterns=self.conv.get_config()["input_patterns"],
+            input_patterns=patterns_config(self.input_patterns),
         )
         return config

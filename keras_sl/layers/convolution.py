@@ -11,7 +11,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_sl.layers.lifted_structure import canonical, conv_output_pattern, joint_conv_output_pattern
+from keras_sl.layers.lifted_structure import (
+    canonical, conv_output_pattern, joint_conv_output_pattern, lifted_windows,
+)
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
 
 # PyTorch's default for nn.ConvNd / nn.ConvTransposeNd (kaiming_uniform, a=sqrt(5)),
@@ -75,24 +77,22 @@ def resolve_strategy(rank: int, lifted_length: int | None, in_channels: int) -> 
 
 @functools.lru_cache(maxsize=None)  # a constant per layer shape: build it once
 def _band(length: int, out_length: int, k: int, s: int, p: int, transposed: bool):
-    """0/1 tensor ``band[tap, i, o]``: input position i reaches output o.
-
-    Convolution: ``i = o * s + tap - p``; transposed convolution (PyTorch,
-    ``output_padding = s - 1``): ``o = i * s + tap - p``.
-    """
+    """0/1 tensor ``band[tap, i, o]``: input position i reaches output o
+    (:func:`keras_sl.layers.lifted_structure.lifted_windows`)."""
+    windows = lifted_windows(length, k, s, p, transposed)
+    if len(windows) != out_length:
+        raise ValueError(f"A lifted length of {length} gives {len(windows)} outputs, not {out_length}.")
     band = np.zeros((k, length, out_length), "float32")
-    for tap in range(k):
-        if transposed:
-            for i in range(length):
-                o = i * s + tap - p
-                if 0 <= o < out_length:
-                    band[tap, i, o] = 1.0
-        else:
-            for o in range(out_length):
-                i = o * s + tap - p
-                if 0 <= i < length:
-                    band[tap, i, o] = 1.0
+    for o, window in enumerate(windows):
+        for tap, i in enumerate(window):
+            if i >= 0:
+                band[tap, i, o] = 1.0
     return band
+
+
+def patterns_config(patterns) -> list | None:
+    """``input_patterns`` as JSON-friendly lists (for ``get_config``)."""
+    return None if patterns is None else [None if p is None else list(p) for p in patterns]
 
 
 def _checked_pattern(pattern, what: str) -> tuple[int, ...] | None:
@@ -718,9 +718,7 @@ class Convolution(keras.layers.Layer):
             lifted_axis_last=self.lifted_axis_last,
             broadcast_input=self.broadcast_input,
             lifted_pattern=None if self.lifted_pattern is None else list(self.lifted_pattern),
-            input_patterns=None if self.input_patterns is None else [
-                None if p is None else list(p) for p in self.input_patterns
-            ],
+            input_patterns=patterns_config(self.input_patterns),
         )
         return config
 

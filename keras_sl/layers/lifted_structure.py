@@ -51,18 +51,16 @@ def slice_counts(pattern: Sequence[int]) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def conv_output_pattern(pattern: tuple[int, ...], k: int, s: int, p: int, transposed: bool = False):
-    """Pattern of a convolution's output along the lifted axis, and its band.
+def lifted_windows(length: int, k: int, s: int, p: int, transposed: bool = False) -> tuple[tuple[int, ...], ...]:
+    """For each output position, the input position each tap reads (-1: padding).
 
-    Output slice ``o`` reads input slices ``o * s + t - p`` (taps ``t``); a
-    transposed convolution (PyTorch, ``output_padding = s - 1``) reads input
-    ``i`` through tap ``t`` where ``o = i * s + t - p``. Two outputs are equal
-    when their windows read the same stored slices through the same taps.
-    Returns ``(out_pattern, band)`` with ``band[t, a, b] = 1`` when stored
-    input slice ``a`` reaches stored output slice ``b`` through tap ``t`` (the
-    compact form of the banded kernel).
+    Convolution: output ``o`` reads input ``o * s + t - p`` through tap ``t``;
+    transposed convolution (PyTorch, ``output_padding = s - 1``): input ``i``
+    reaches output ``o = i * s + t - p``.
+
+    >>> lifted_windows(4, 3, 2, 1)
+    ((-1, 0, 1), (1, 2, 3))
     """
-    length = len(pattern)
     if transposed:
         out_length = (length - 1) * s + k - 2 * p + (s - 1)
     else:
@@ -73,7 +71,25 @@ def conv_output_pattern(pattern: tuple[int, ...], k: int, s: int, p: int, transp
             taps = ((o + p - t) // s if (o + p - t) % s == 0 else -1 for t in range(k))
         else:
             taps = (o * s + t - p for t in range(k))
-        windows.append(tuple(pattern[i] if 0 <= i < length else -1 for i in taps))
+        windows.append(tuple(i if 0 <= i < length else -1 for i in taps))
+    return tuple(windows)
+
+
+@functools.lru_cache(maxsize=None)
+def conv_output_pattern(pattern: tuple[int, ...], k: int, s: int, p: int, transposed: bool = False):
+    """Pattern of a convolution's output along the lifted axis, and its band.
+
+    Output slice ``o`` reads the input slices of its window
+    (:func:`lifted_windows`); two outputs are equal when their windows read
+    the same stored slices through the same taps. Returns
+    ``(out_pattern, band)`` with ``band[t, a, b] = 1`` when stored input slice
+    ``a`` reaches stored output slice ``b`` through tap ``t`` (the compact
+    form of the banded kernel).
+    """
+    windows = [
+        tuple(pattern[i] if i >= 0 else -1 for i in window)
+        for window in lifted_windows(len(pattern), k, s, p, transposed)
+    ]
     out_pattern = canonical(windows)
     n_in, n_out = len(set(pattern)), len(set(out_pattern))
     band = np.zeros((k, n_in, n_out), "float32")

@@ -170,6 +170,22 @@ def test_builtin_dsb2018_reference_output_and_any_size():
     assert abs(q_big - 0.876) < 5e-3 and abs(float(prob.mean()) - 0.22177) < 2e-3
 
 
+def test_builtin_dsb2018_5l1r_reference_output():
+    """The DSB2018 SL-UNet 5L/1Res (Table III row, like-for-like with the UNet 5L/1Res)."""
+    from keras_sl.data import make_cells, normalize
+
+    model = keras_sl.SLUNet.from_preset("dsb2018_sl_unet_5l1r")
+    meta = model.preset_metadata
+    assert model.levels == 5 and model.num_res_units == 1 and model.count_params() == 29537
+    assert model.selected_slices == [1, 3, 11, 13, 14] == meta["selected_slices"]
+    assert meta["input_size"] == [96, 96, 3] and meta["paper"]["dice_table_iii"] == 0.8782
+    x, _ = make_cells(2, 96, seed=7)
+    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
+    # reference values recorded with the TensorFlow backend when the preset was made
+    np.testing.assert_allclose(q, [0.8181, 0.7481], atol=2e-3)
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.21849, 0.18252], atol=1e-3)
+
+
 def test_builtin_kvasir_reference_output():
     """``SLUNet.from_preset("kvasir")`` offline on this backend, stored outputs."""
     model = keras_sl.SLUNet.from_preset("kvasir")

@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     print("|---|---|---:|---:|---:|")
     print(
         f"| {keras.backend.backend()} | {'x'.join(map(str, shape))}, 3x3 -> {args.channels} "
-        f"| {times[0]:.1f} | {times[1]:.1f} | {times[2]:.1f} |"
+        f"| {times[0]:.3f} | {times[1]:.3f} | {times[2]:.3f} |"
     )
 
 

@@ -182,3 +182,15 @@ def test_markdown_lists_execution_paths_apart_from_the_main_tables():
     paths = text.split("## SL execution paths")[1].split("## How to read")[0]
     assert "| lifted_first:native | lifted_first | native | 0.2000 |" in paths
     assert paths.strip().splitlines()[-1].endswith("| 2.00 |")
+
+
+def test_conv_grad_script_prints_a_row(capsys):
+    """benchmarks/conv_grad.py runs on this backend (tiny sizes) and prints one table row."""
+    spec = importlib.util.spec_from_file_location("conv_grad", ROOT / "benchmarks" / "conv_grad.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--batch", "1", "--size", "8", "--channels", "4", "--repeats", "1"])
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == keras.backend.backend() and cells[1].startswith("1x8x8x4")
+    assert all(float(c) > 0 for c in cells[2:])

@@ -217,6 +217,16 @@ def test_builtin_kvasir_5l2r_reference_output():
     _check_sl_reference(model, [0.8753, 0.9234], [0.11931, 0.11200])
 
 
+def test_builtin_kvasir_8l1r_reference_output():
+    """The Kvasir SL-UNet 8L/1Res (Table III row) offline on this backend."""
+    model = keras_sl.SLUNet.from_preset("kvasir_sl_unet_8l1r")
+    meta = model.preset_metadata
+    assert model.levels == 8 and model.num_res_units == 1 and model.count_params() == 55562
+    assert model.selected_slices == [3, 4, 8, 11, 12] == meta["selected_slices"]
+    assert meta["epochs"] == 40 and meta["paper"]["dice_table_iii"] == 0.5749
+    _check_sl_reference(model, [0.8510, 0.7073], [0.08469, 0.06752])
+
+
 def test_builtin_kvasir_unet_baseline_reference_output():
     """The 2-D UNet 5L/1Res trained with the same Kvasir recipe (Table III baseline)."""
     model = keras_sl.UNet.from_preset("kvasir_unet_5l1r")

@@ -12,21 +12,16 @@ Usage: ``KERAS_BACKEND=jax python benchmarks/conv_grad.py [--repeats 10]``
 from __future__ import annotations
 
 import argparse
-import time
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_sl.benchmark import _time_calls
+
 
 def _median_ms(fn, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    _, times = _time_calls(fn, repeats, warmup=2)
     return float(np.median(times) * 1e3)
 
 

@@ -127,12 +127,21 @@ def _preset_cells(meta, count: int, size: int, seed: int):
     return normalize((x * 255).round(), meta["normalization"])
 
 
-def _check_sl_reference(model, q_expected, mean_expected):
-    """Q and mean probability of two 256² cell images against the values
+def _check_sl_reference(model, q_expected, mean_expected, size: int = 256, seed: int = 11, q_atol: float = 3e-3):
+    """Q and mean probability of two ``size``² cell images against the values
     recorded with the TensorFlow backend when the preset was made."""
-    probs, q = model.predict_quality(_preset_cells(model.preset_metadata, 2, 256, seed=11), verbose=0)
-    np.testing.assert_allclose(q, q_expected, atol=3e-3)
+    probs, q = model.predict_quality(_preset_cells(model.preset_metadata, 2, size, seed=seed), verbose=0)
+    np.testing.assert_allclose(q, q_expected, atol=q_atol)
     np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), mean_expected, atol=1e-3)
+
+
+def _load_sl_preset(name: str, levels: int, num_res_units: int, params: int, selected: list[int]):
+    """Load a built-in SL-UNet preset and check its structure against its metadata."""
+    model = keras_sl.SLUNet.from_preset(name)
+    meta = model.preset_metadata
+    assert model.levels == levels and model.num_res_units == num_res_units and model.count_params() == params
+    assert model.selected_slices == selected == meta["selected_slices"]
+    return model, meta
 
 
 def test_builtin_demo_preset_reference_output():
@@ -172,26 +181,14 @@ def test_builtin_dsb2018_reference_output_and_any_size():
 
 def test_builtin_dsb2018_5l1r_reference_output():
     """The DSB2018 SL-UNet 5L/1Res (Table III row, like-for-like with the UNet 5L/1Res)."""
-    from keras_sl.data import make_cells, normalize
-
-    model = keras_sl.SLUNet.from_preset("dsb2018_sl_unet_5l1r")
-    meta = model.preset_metadata
-    assert model.levels == 5 and model.num_res_units == 1 and model.count_params() == 29537
-    assert model.selected_slices == [1, 3, 11, 13, 14] == meta["selected_slices"]
+    model, meta = _load_sl_preset("dsb2018_sl_unet_5l1r", 5, 1, 29537, [1, 3, 11, 13, 14])
     assert meta["input_size"] == [96, 96, 3] and meta["paper"]["dice_table_iii"] == 0.8782
-    x, _ = make_cells(2, 96, seed=7)
-    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
-    # reference values recorded with the TensorFlow backend when the preset was made
-    np.testing.assert_allclose(q, [0.8181, 0.7481], atol=2e-3)
-    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.21849, 0.18252], atol=1e-3)
+    _check_sl_reference(model, [0.8181, 0.7481], [0.21849, 0.18252], size=96, seed=7, q_atol=2e-3)
 
 
 def test_builtin_kvasir_reference_output():
     """``SLUNet.from_preset("kvasir")`` offline on this backend, stored outputs."""
-    model = keras_sl.SLUNet.from_preset("kvasir")
-    meta = model.preset_metadata
-    assert model.levels == 8 and model.num_res_units == 2 and model.count_params() == 69458
-    assert model.selected_slices == [7, 8, 9, 10, 12] == meta["selected_slices"]
+    model, meta = _load_sl_preset("kvasir", 8, 2, 69458, [7, 8, 9, 10, 12])
     assert meta["input_size"] == [256, 256, 3] and "Kvasir-SEG" in meta["license"]
     _check_sl_reference(model, [0.8317, 0.4884], [0.05066, 0.00972])
     assert meta["epochs"] == 40 and meta["metrics"]["test_dice"] >= 0.76
@@ -199,30 +196,21 @@ def test_builtin_kvasir_reference_output():
 
 def test_builtin_kvasir_5l1r_reference_output():
     """The Kvasir SL-UNet 5L/1Res (Table III row) offline on this backend."""
-    model = keras_sl.SLUNet.from_preset("kvasir_sl_unet_5l1r")
-    meta = model.preset_metadata
-    assert model.levels == 5 and model.num_res_units == 1 and model.count_params() == 29537
-    assert model.selected_slices == [1, 2, 5, 7, 14] == meta["selected_slices"]
+    model, meta = _load_sl_preset("kvasir_sl_unet_5l1r", 5, 1, 29537, [1, 2, 5, 7, 14])
     assert meta["epochs"] == 40 and meta["metrics"]["test_dice"] > 0.52 and meta["paper"]["dice_table_iii"] == 0.5235
     _check_sl_reference(model, [0.8304, 0.7438], [0.21392, 0.14335])
 
 
 def test_builtin_kvasir_5l2r_reference_output():
     """The Kvasir SL-UNet 5L/2Res (Table III row) offline on this backend."""
-    model = keras_sl.SLUNet.from_preset("kvasir_sl_unet_5l2r")
-    meta = model.preset_metadata
-    assert model.levels == 5 and model.num_res_units == 2 and model.count_params() == 38222
-    assert model.selected_slices == [8, 9, 10, 13, 14] == meta["selected_slices"]
+    model, meta = _load_sl_preset("kvasir_sl_unet_5l2r", 5, 2, 38222, [8, 9, 10, 13, 14])
     assert meta["epochs"] == 40 and meta["metrics"]["pqa_pearson"] > 0.71 and meta["paper"]["dice_table_iii"] == 0.695
     _check_sl_reference(model, [0.8753, 0.9234], [0.11931, 0.11200])
 
 
 def test_builtin_kvasir_8l1r_reference_output():
     """The Kvasir SL-UNet 8L/1Res (Table III row) offline on this backend."""
-    model = keras_sl.SLUNet.from_preset("kvasir_sl_unet_8l1r")
-    meta = model.preset_metadata
-    assert model.levels == 8 and model.num_res_units == 1 and model.count_params() == 55562
-    assert model.selected_slices == [3, 4, 8, 11, 12] == meta["selected_slices"]
+    model, meta = _load_sl_preset("kvasir_sl_unet_8l1r", 8, 1, 55562, [3, 4, 8, 11, 12])
     assert meta["epochs"] == 40 and meta["paper"]["dice_table_iii"] == 0.5749
     _check_sl_reference(model, [0.8510, 0.7073], [0.08469, 0.06752])
 

@@ -55,7 +55,9 @@ MODES = ("infer", "train")
 CONVENTIONS = {
     "time": "wall-clock seconds per predict_on_batch/train_on_batch call on one batch (host values returned, so "
             "device work is synchronised); median_s = median of `repeats` calls after warm-up; warmup_s = first "
-            "call (trace/compile + run). SL-UNet inference = lift + 3-D UNet + slice head (SLUNet.predict graph).",
+            "call (trace/compile + run). SL-UNet inference = lift + 3-D UNet + slice head (SLUNet.predict graph). "
+            "torch inference: inference_graph = eager|export|inductor (keras_sl.models.inference_graph); the graph "
+            "is captured during warm-up (at least 2 calls) and graph_capture_s is its capture + compile time.",
     "gflops": "2 x MACs (keras_sl.profile, thop rules) x batch / 1e9 for infer; 3 x that for train "
               "(forward + backward); optimizer and loss not counted",
     "achieved_gflops": "gflops / median_s",
@@ -300,31 +302,31 @@ def _time_calls(fn, repeats: int, warmup: int) -> tuple[float, list[float]]:
 
 
 def _compile_for_training(model, jit_compile="auto") -> None:
-    from keras_sl import backend_defaults, losses
+    from keras_sl import losses
     from keras_sl.metrics import Dice
     from keras_sl.models.sl_unet import SLUNet
 
     if isinstance(model, SLUNet):
         model.compile(jit_compile=jit_compile)  # the paper's defaults (Table V) and backend defaults
         return
-    # keras_sl.training's UNet setup; backend_defaults.apply gives jit_compile
-    # False on TensorFlow/torch ("auto" = XLA on JAX) and the same allocator
-    # tuning SLUNet.compile applies on torch.
+    # keras_sl.training's UNet setup; UNet.compile applies the same backend
+    # defaults as SLUNet.compile (keras_sl.backend_defaults).
     optimizer = keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-2, clipvalue=0.5)
     model.compile(optimizer=optimizer, loss=losses.StructureLoss(), metrics=[Dice(from_logits=True)],
-                  jit_compile=backend_defaults.apply(jit_compile))
+                  jit_compile=jit_compile)
 
 
 def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gflop,
                variant=("auto", "auto"), jit_compile="auto"):
-    from keras_sl import backend_defaults
+    from keras_sl.models.inference_graph import CAPTURE_AFTER_CALLS
     from keras_sl.models.sl_unet import SLUNet
 
     model = build_benchmark_model(name, resolution, backbone_layout=variant[0], conv_strategy=variant[1])
     if mode == "infer":
         runner = model._inference_model(False) if isinstance(model, SLUNet) else model
-        if jit_compile != "auto" or keras.backend.backend() != "jax":
-            runner.compile(jit_compile=backend_defaults.resolve_jit_compile(jit_compile))
+        runner.compile(jit_compile=jit_compile)
+        if runner.inference_graphs is not None:  # capture the torch graph before timing
+            warmup = max(warmup, CAPTURE_AFTER_CALLS)
         fn = lambda: runner.predict_on_batch(x)  # noqa: E731
         gflops = forward_gflop * batch
     elif mode == "train":
@@ -335,6 +337,11 @@ def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gfl
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     warmup_s, times = _time_calls(fn, repeats, warmup)
     median = statistics.median(times)
+    graph_info = {}
+    if mode == "infer" and runner.inference_graph_mode is not None:
+        graphs = runner.inference_graphs
+        graph_info = {"inference_graph": runner.inference_graph_mode,
+                      "graph_capture_s": sum(graphs.capture_seconds.values()) if graphs else 0.0}
     if isinstance(model, SLUNet):
         strategies = sorted({layer.resolved_strategy for layer in _convolutions(model)})
         variant_info = {"variant": f"{variant[0]}:{variant[1]}", "backbone_layout": model.resolved_backbone_layout,
@@ -343,7 +350,7 @@ def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gfl
         variant_info = {"variant": "-", "backbone_layout": "-", "conv_strategy": "native"}
     return {
         "backend": keras.backend.backend(), "model": name, "mode": mode, **variant_info,
-        "jit_compile": str(jit_compile), "dtype_policy": keras.config.dtype_policy().name,
+        "jit_compile": str(jit_compile), **graph_info, "dtype_policy": keras.config.dtype_policy().name,
         "resolution": resolution, "batch": batch,
         "median_s": median, "times_s": times, "warmup_s": warmup_s, "gflops": gflops,
         "achieved_gflops": gflops / median if median > 0 else float("nan"),
@@ -395,8 +402,11 @@ def run_benchmark(
         progress: optional callable receiving each result row as it completes.
         sl_variants: SL execution paths to time, each ``"LAYOUT:STRATEGY"``
             (``SLUNet(backbone_layout=..., conv_strategy=...)``); UNet rows run once.
-        jit_compile: passed to ``compile`` (``"auto"``: XLA on JAX only;
-            ``True`` on torch means ``torch.compile``).
+        jit_compile: passed to ``compile`` (``"auto"``: XLA on JAX, and on
+            torch inference replays a captured ``torch.export`` graph;
+            ``True`` on torch compiles that graph with inductor, see
+            :mod:`keras_sl.models.inference_graph`; its capture and compile
+            time is ``graph_capture_s``, not part of ``warmup_s``).
         dtype_policy: Keras dtype policy for the run, e.g. ``"mixed_bfloat16"``.
 
     Returns:

@@ -267,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated SL execution paths LAYOUT:STRATEGY, LAYOUT in auto, lifted_first, "
                          "lifted_last, channels_first; STRATEGY in auto, native, banded (same outputs and weights)")
     be.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto",
-                    help="compile(jit_compile=...): auto = XLA on JAX only; true on torch = torch.compile")
+                    help="compile(jit_compile=...): auto = XLA on JAX, a captured torch.export graph for torch "
+                         "inference; true on torch = that graph compiled by inductor (compile time in "
+                         "graph_capture_s)")
     be.add_argument("--dtype-policy", default=None,
                     help="Keras dtype policy for the run, e.g. mixed_bfloat16 or mixed_float16 (GPU)")
     be.set_defaults(func=cmd_bench)

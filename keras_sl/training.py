@@ -101,7 +101,7 @@ def train_segmentation(
         callbacks.append(SliceSelection(selection_data, verbose=verbose))
     else:
         net.compile(optimizer=optimizer, loss=sl_losses.StructureLoss(), metrics=[Dice(from_logits=True)],
-                    jit_compile=False if keras.backend.backend() != "jax" else "auto")
+                    jit_compile="auto")  # backend defaults: UNet.compile
     start = time.perf_counter()
     net.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose)
     train_seconds = time.perf_counter() - start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+import weakref
 from typing import Sequence
 
 import keras
@@ -12,6 +13,7 @@ from keras_sl import backend_defaults
 from keras_sl.layers.lift import Lift
 from keras_sl.layers.slice_head import SliceHead
 from keras_sl.models.base import SLModel
+from keras_sl.models.inference_graph import InferenceGraphMixin
 from keras_sl.models.unet.unet import UNet
 from keras_sl.utils.checks import check_binary_mask, total_strides
 from keras_sl.utils.layout import standardize_data_format
@@ -256,7 +258,11 @@ class SLUNet(SLModel):
         Dice monitor. Backend defaults (``keras_sl.backend_defaults``): on
         TensorFlow ``jit_compile="auto"`` resolves to False (XLA's CPU Conv3D
         is 30-100x slower than the native kernel); on torch glibc's allocator
-        is tuned so activations are not page-faulted in every step.
+        is tuned so activations are not page-faulted in every step, training
+        steps run eagerly and ``jit_compile`` picks how ``predict`` runs:
+        ``"auto"`` replays a captured ``torch.export`` graph, ``True``
+        compiles it with inductor, ``False`` stays eager
+        (:mod:`keras_sl.models.inference_graph`).
         """
         from keras_sl import losses as sl_losses
         from keras_sl.metrics import Dice
@@ -277,15 +283,7 @@ class SLUNet(SLModel):
                 if self.activation is None
                 else [Dice(num_classes=self.num_classes, from_logits=True, from_slices=True, data_format=self.data_format)]
             )
-        jit_compile = backend_defaults.apply(jit_compile)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
-
-    def compile_from_config(self, config):
-        """Restore the compile state saved in a ``.keras`` file."""
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built and getattr(self, "optimizer", None) is not None:
-            self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """``keras.Model.fit`` with early, readable checks on array inputs."""
@@ -306,9 +304,11 @@ class SLUNet(SLModel):
             # after the plain call, Keras loses the second output's history.
             image = keras.Input(shape=self.image_shape, name="image")
             prediction, q = self.slice_head(self(image), return_quality=True)
-            cache[True] = keras.Model(image, [prediction, q], name=f"{self.name}_quality")
+            cache[True] = _PredictionGraph(image, [prediction, q], name=f"{self.name}_quality")
             image = keras.Input(shape=self.image_shape, name="image")
-            cache[False] = keras.Model(image, self.slice_head(self(image)), name=f"{self.name}_inference")
+            cache[False] = _PredictionGraph(image, self.slice_head(self(image)), name=f"{self.name}_inference")
+            for graph in cache.values():
+                graph._graph_mode_source = weakref.ref(self)
         return cache[with_quality]
 
     def _run(self, fn, x, pad, **kwargs):
@@ -378,3 +378,9 @@ class SLUNet(SLModel):
             "trainable": self.trainable,
         }
 
+
+class _PredictionGraph(InferenceGraphMixin, keras.Model):
+    """A functional image -> prediction (and Q) graph of an SL model's layers.
+
+    Follows the SL model's torch inference graph mode unless compiled itself.
+    """

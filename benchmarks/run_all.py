@@ -4,11 +4,15 @@ Usage::
 
     python benchmarks/run_all.py                      # 8 models, 256x256, batch 4, 3 backends
     python benchmarks/run_all.py --models sl_unet_5l1r,unet_5l1r --backends torch,jax
+    python benchmarks/run_all.py --backends tensorflow,jax,torch,torch:true   # + torch inductor
     python benchmarks/run_all.py --report-only        # rebuild README.md from results/*.json
 
 Each backend runs in its own process (Keras picks its backend at import),
 one after another, writing ``results/<backend>.json``; the README's tables
-are then built from those files by :func:`format_markdown`.
+are then built from those files by :func:`format_markdown`. A backend given as
+``BACKEND:JIT`` runs with ``--jit-compile JIT`` instead of ``--jit-compile``'s
+value (``torch:true``: inference through the inductor-compiled graph) and is
+reported as its own column, ``results/<backend>-jit_<JIT>.json``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,21 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 
 # -- running -----------------------------------------------------------------------
-def bench_command(args, json_path: Path) -> list[str]:
+def parse_run(spec: str, default_jit: str) -> tuple[str, str]:
+    """``"torch:true"`` -> ``("torch", "true")``; ``"jax"`` -> ``("jax", default_jit)``."""
+    backend, _, jit = spec.strip().partition(":")
+    jit = jit or default_jit
+    if backend not in BACKENDS or jit not in ("auto", "true", "false"):
+        raise SystemExit(f"--backends entry {spec!r}: use BACKEND or BACKEND:JIT with BACKEND in {BACKENDS} "
+                         "and JIT auto, true or false (e.g. torch:true).")
+    return backend, jit
+
+
+def results_name(backend: str, jit: str, default_jit: str) -> str:
+    return f"{backend}.json" if jit == default_jit else f"{backend}-jit_{jit}.json"
+
+
+def bench_command(args, json_path: Path, jit: str | None = None) -> list[str]:
     """``keras-sl bench ...`` with this interpreter's console script (or ``-m``)."""
     script = Path(sys.executable).parent / "keras-sl"
     base = [str(script)] if script.exists() else [sys.executable, "-m", "keras_sl.cli"]
@@ -37,15 +55,16 @@ def bench_command(args, json_path: Path) -> list[str]:
         "bench", "--models", args.models, "--resolution", str(args.resolution), "--batch", str(args.batch),
         "--mode", args.mode, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
         "--matmul-size", str(args.matmul_size), "--json", str(json_path),
-        "--sl-variants", args.sl_variants, "--jit-compile", args.jit_compile,
+        "--sl-variants", args.sl_variants, "--jit-compile", jit or args.jit_compile,
     ]
 
 
-def run_backend(backend: str, args, results_dir: Path) -> Path | None:
+def run_backend(backend: str, args, results_dir: Path, jit: str | None = None) -> Path | None:
     """Run the benchmark under ``backend``; returns its JSON path, None on failure."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{backend}.json"
-    cmd = bench_command(args, path)
+    jit = jit or args.jit_compile
+    path = results_dir / results_name(backend, jit, args.jit_compile)
+    cmd = bench_command(args, path, jit)
     env = dict(os.environ, KERAS_BACKEND=backend)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     print(f"\n===== KERAS_BACKEND={backend}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
@@ -68,7 +87,10 @@ def load_reports(paths) -> list[dict]:
 
 
 def _backend(report: dict) -> str:
-    return report.get("backend") or report["machine"]["backend"]
+    """The report's column label: the backend, plus its jit_compile unless "auto"."""
+    backend = report.get("backend") or report["machine"]["backend"]
+    jit = str(report.get("settings", {}).get("jit_compile", "auto")).lower()
+    return backend if jit == "auto" else f"{backend} (jit_compile={jit})"
 
 
 def _split(model: str) -> tuple[str, str]:
@@ -117,12 +139,15 @@ def _config_order(config: str) -> tuple:
 
 def format_markdown(reports: list[dict], command: str | None = None) -> str:
     """Markdown README for one report per backend (as written by ``keras-sl bench --json``)."""
-    order = {b: i for i, b in enumerate(BACKENDS)}
-    reports = sorted(reports, key=lambda rep: order.get(_backend(rep), len(order)))
+    order = {_backend(rep): i for i, rep in enumerate(
+        sorted(reports, key=lambda rep: (BACKENDS.index(rep.get("backend") or rep["machine"]["backend"])
+                                         if (rep.get("backend") or rep["machine"]["backend"]) in BACKENDS
+                                         else len(BACKENDS), _backend(rep))))}
+    reports = sorted(reports, key=lambda rep: order[_backend(rep)])
     all_rows = []
     for rep in reports:
         for r in rep["results"]:
-            all_rows.append({**r, "backend": r.get("backend") or _backend(rep)})
+            all_rows.append({**r, "backend": _backend(rep)})
     # Main tables: each model's default execution path ("auto:auto"); other
     # SL paths go to their own table.
     rows = [r for r in all_rows if r.get("variant", "-") in ("-", "auto:auto")]
@@ -273,6 +298,10 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
               "(`device_memory`, null on CPU).",
               "- Training uses `SLUNet.compile()` defaults and, for the UNet, AdamW + `StructureLoss` + Dice "
               "(as `keras_sl.training`), `jit_compile=False` on TensorFlow and torch, XLA on JAX.",
+              "- torch inference (`keras_sl.models.inference_graph`): `jit_compile=auto` replays a "
+              "`torch.export` graph of the model captured during warm-up; **torch (jit_compile=true)** compiles "
+              "that graph with inductor. Capture + compile seconds are `graph_capture_s` in the JSON, not in "
+              "**first call s**. torch training steps run eagerly in both columns.",
               "- Raw times: `results/<backend>.json`. A loaded machine (see load average) slows every row; "
               "compare rows measured together.",
               ""]
@@ -295,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--mode", choices=["infer", "train", "both"], default="both")
     p.add_argument("--matmul-size", type=int, default=2048)
-    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated Keras backends")
+    p.add_argument("--backends", default=",".join(BACKENDS),
+                   help="comma-separated Keras backends, each optionally BACKEND:JIT (e.g. torch:true)")
     p.add_argument("--sl-variants", default="auto:auto",
                    help="SL execution paths LAYOUT:STRATEGY to time (comma-separated; see keras-sl bench)")
     p.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
@@ -308,14 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    runs = [parse_run(b, args.jit_compile) for b in args.backends.split(",") if b.strip()]
     results_dir = Path(args.results_dir)
     failed = []
     if not args.report_only:
-        for backend in backends:
-            if run_backend(backend, args, results_dir) is None:
-                failed.append(backend)
-    paths = [results_dir / f"{b}.json" for b in backends if b not in failed]
+        for backend, jit in runs:
+            if run_backend(backend, args, results_dir, jit) is None:
+                failed.append(f"{backend}:{jit}")
+    paths = [results_dir / results_name(b, j, args.jit_compile) for b, j in runs if f"{b}:{j}" not in failed]
     reports = load_reports(paths)
     if not reports:
         print("no results to report", file=sys.stderr)

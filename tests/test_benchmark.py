@@ -194,3 +194,33 @@ def test_conv_grad_script_prints_a_row(capsys):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == keras.backend.backend() and cells[1].startswith("1x8x8x4")
     assert all(float(c) > 0 for c in cells[2:])
+
+
+def test_markdown_reports_a_jit_run_as_its_own_backend_column(tmp_path):
+    run_all = _run_all()
+    assert run_all.parse_run("torch:true", "auto") == ("torch", "true")
+    assert run_all.parse_run("jax", "auto") == ("jax", "auto")
+    with pytest.raises(SystemExit, match="BACKEND:JIT"):
+        run_all.parse_run("torch:fast", "auto")
+    assert run_all.results_name("torch", "true", "auto") == "torch-jit_true.json"
+    eager = _fake_report("torch", 2.0, 50.0)
+    compiled = _fake_report("torch", 0.5, 50.0)
+    compiled["settings"]["jit_compile"] = "true"
+    (tmp_path / "torch.json").write_text(json.dumps(eager))
+    (tmp_path / "torch-jit_true.json").write_text(json.dumps(compiled))
+    (tmp_path / "tensorflow.json").write_text(json.dumps(_fake_report("tensorflow", 1.0, 100.0)))
+    out = tmp_path / "README.md"
+    assert run_all.main(["--report-only", "--backends", "tensorflow,torch,torch:true", "--results-dir",
+                         str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| torch (jit_compile=true) | sl_unet_5l1r | infer |"))
+    assert [c.strip() for c in row.strip("|").split("|")][8] == "1.00"  # the fastest column now
+    assert "| sl_unet_5l1r | infer | 4x256x256 | 0.1000 (x2.00) | 0.2000 (x4.00) | 0.0500 (x1.00) |" in text
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="captured inference graphs are torch-only")
+def test_torch_inference_rows_name_their_graph():
+    report = run_benchmark(["unet_5l1r"], resolution=32, batch=1, mode="infer", repeats=1, warmup=1,
+                           matmul_size=128)
+    row = report["results"][0]
+    assert row["inference_graph"] == "export" and row["graph_capture_s"] > 0  # captured in warm-up

@@ -197,7 +197,8 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
             lines.append(f"| {_backend(rep)} | {version} | {m.get('accelerator') or 'CPU'} | "
                          f"{_fmt(rep['matmul_gflops'], '.1f')} | {m.get('date', '?')} | {load} | {settings} |")
         lines.append("")
-        commands = [(_backend(rep), rep["command"]) for rep in reports if rep.get("command")]
+        commands = [(rep.get("backend") or rep["machine"]["backend"], rep["command"])
+                    for rep in reports if rep.get("command")]
         if commands:
             lines += ["Per-backend commands:", ""]
             lines += [f"- `KERAS_BACKEND={b} {c}`" for b, c in commands]

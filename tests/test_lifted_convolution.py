@@ -188,6 +188,7 @@ def test_sl_unet_encoder_runs_on_distinct_slices_only():
 @pytest.mark.parametrize("rank,kernel_size,strides,data_format", [
     (2, 3, 2, "channels_last"), (2, 3, 2, "channels_first"), (3, 3, (1, 2, 2), "channels_last"),
     (3, 3, 2, "channels_first"), (1, 5, 3, "channels_last"), (2, 1, 2, "channels_last"), (2, 3, 1, "channels_last"),
+    (2, 4, 2, "channels_last"), (2, 2, 2, "channels_last"), (1, 4, 3, "channels_first"),
 ])
 def test_transposed_convolution_by_phases_is_exact(rank, kernel_size, strides, data_format, rng):
     from keras_sl.layers import convolution as conv_module
@@ -206,6 +207,20 @@ def test_transposed_convolution_by_phases_is_exact(rank, kernel_size, strides, d
     )
     phases = conv_module._transposed_by_phases(x, w, ks, st, data_format)
     np.testing.assert_allclose(ops.convert_to_numpy(phases), ops.convert_to_numpy(dilated), atol=1e-4)
+
+
+def test_transposed_by_phases_pads_inside_the_convolution(monkeypatch, rng):
+    """3x3 stride-2 (every SL/UNet up convolution): "same" padding in the op,
+    no pre-padded input (XLA's CPU convolution is ~4x slower on the latter)."""
+    from keras_sl.layers import convolution as conv_module
+
+    def no_pad(*args, **kwargs):
+        raise AssertionError("the input was padded outside the convolution")
+
+    monkeypatch.setattr(conv_module.ops, "pad", no_pad)
+    x = rng.standard_normal((1, 6, 6, 3)).astype("float32")
+    w = rng.standard_normal((3, 3, 4, 3)).astype("float32")
+    assert tuple(conv_module._transposed_by_phases(x, w, (3, 3), (2, 2), "channels_last").shape) == (1, 12, 12, 4)
 
 
 def test_transposed_by_phases_has_the_same_gradients(monkeypatch, rng):

@@ -221,11 +221,21 @@ def _transposed_by_phases(x, kernel, kernel_size, strides, data_format):
         widths[first + axis] = (max(0, -d_min), max(0, support[axis] - 1 + d_min))
         if d_min > 0:
             index[first + axis] = slice(d_min, None)
-    xp = ops.pad(x, widths) if any(w != (0, 0) for w in widths) else x
-    if any(d_min > 0 for d_min, _ in plans):
-        xp = xp[tuple(index)]
+    # XLA's CPU convolution runs 4x faster with padding inside the op than on
+    # a pre-padded input with "valid" (80->64 channels at 128^2: 12 vs 49 ms),
+    # so use "same" whenever its padding, (k-1)//2 before and the rest after,
+    # is the one needed (3x3 stride-2 kernels: a 2x2 one padded (0, 1)).
+    same = [(0, 0)] * (rank + 2)
+    for axis, k in enumerate(support):
+        same[first + axis] = ((k - 1) // 2, k - 1 - (k - 1) // 2)
+    if widths == same and all(d_min <= 0 for d_min, _ in plans):
+        xp, padding = x, "same"
+    else:
+        xp, padding = (ops.pad(x, widths) if any(w != (0, 0) for w in widths) else x), "valid"
+        if any(d_min > 0 for d_min, _ in plans):
+            xp = xp[tuple(index)]
     y = _native_layout(
-        lambda t, fmt: ops.conv(t, big, strides=1, padding="valid", data_format=fmt), xp, data_format
+        lambda t, fmt: ops.conv(t, big, strides=1, padding=padding, data_format=fmt), xp, data_format
     )
     if all(s == 1 for s in strides):
         return y

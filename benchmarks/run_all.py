@@ -86,9 +86,13 @@ def load_reports(paths) -> list[dict]:
     return reports
 
 
+def _raw_backend(report: dict) -> str:
+    return report.get("backend") or report["machine"]["backend"]
+
+
 def _backend(report: dict) -> str:
     """The report's column label: the backend, plus its jit_compile unless "auto"."""
-    backend = report.get("backend") or report["machine"]["backend"]
+    backend = _raw_backend(report)
     jit = str(report.get("settings", {}).get("jit_compile", "auto")).lower()
     return backend if jit == "auto" else f"{backend} (jit_compile={jit})"
 
@@ -139,11 +143,9 @@ def _config_order(config: str) -> tuple:
 
 def format_markdown(reports: list[dict], command: str | None = None) -> str:
     """Markdown README for one report per backend (as written by ``keras-sl bench --json``)."""
-    order = {_backend(rep): i for i, rep in enumerate(
-        sorted(reports, key=lambda rep: (BACKENDS.index(rep.get("backend") or rep["machine"]["backend"])
-                                         if (rep.get("backend") or rep["machine"]["backend"]) in BACKENDS
-                                         else len(BACKENDS), _backend(rep))))}
-    reports = sorted(reports, key=lambda rep: order[_backend(rep)])
+    known = {b: i for i, b in enumerate(BACKENDS)}
+    reports = sorted(reports, key=lambda rep: (known.get(_raw_backend(rep), len(known)), _backend(rep)))
+    order = {_backend(rep): i for i, rep in enumerate(reports)}
     all_rows = []
     for rep in reports:
         for r in rep["results"]:
@@ -197,8 +199,7 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
             lines.append(f"| {_backend(rep)} | {version} | {m.get('accelerator') or 'CPU'} | "
                          f"{_fmt(rep['matmul_gflops'], '.1f')} | {m.get('date', '?')} | {load} | {settings} |")
         lines.append("")
-        commands = [(rep.get("backend") or rep["machine"]["backend"], rep["command"])
-                    for rep in reports if rep.get("command")]
+        commands = [(_raw_backend(rep), rep["command"]) for rep in reports if rep.get("command")]
         if commands:
             lines += ["Per-backend commands:", ""]
             lines += [f"- `KERAS_BACKEND={b} {c}`" for b, c in commands]

@@ -196,7 +196,6 @@ class InferenceGraphMixin:
         if self._graph_mode is not None:
             # torch: Keras' own torch.compile of the steps breaks its graph at
             # every layer call (slower than eager); the mode above covers predict.
-            backend_defaults.apply("auto")
             jit_compile = False
         super().compile(*args, jit_compile=backend_defaults.apply(jit_compile), **kwargs)
 

@@ -183,28 +183,30 @@ def _input_signature(shape):
 
 
 @contextlib.contextmanager
-def _litert_safe_prelu():
-    """The TFLite converter fuses PReLU patterns into ``tfl.prelu``, which
-    only takes tensors up to rank 4: the SL-UNet's rank-5 activations fail
-    to convert. During export, compute the same values as
-    ``max(x, 0) + a min(x, 0)``, which is left unfused."""
+def _portable_graph():
+    """Trace the model as plain TensorFlow ops that every converter reads:
+    no XLA-compiled norm functions (tf2onnx and TFLite cannot read them,
+    ``keras_sl.layers.instance_norm.xla_fusion``), and PReLUs in the
+    ``max + min`` form (``keras_sl.layers.prelu.max_min_form``: the TFLite
+    converter turns the default form into ``tfl.prelu``, which only takes
+    tensors up to rank 4; Keras' own PReLU likewise)."""
     import keras
     from keras import ops
 
-    from keras_sl.layers.prelu import PReLU
+    from keras_sl.layers.instance_norm import xla_fusion
+    from keras_sl.layers.prelu import max_min_form
 
     def call(self, inputs):
         alpha = ops.cast(self.alpha, inputs.dtype)
         return ops.maximum(inputs, 0.0) + alpha * ops.minimum(inputs, 0.0)
 
-    originals = {cls: cls.call for cls in (keras.layers.PReLU, PReLU)}
-    for cls in originals:
-        cls.call = call
+    original = keras.layers.PReLU.call
+    keras.layers.PReLU.call = call
     try:
-        yield
+        with xla_fusion(False), max_min_form():
+            yield
     finally:
-        for cls, original in originals.items():
-            cls.call = original
+        keras.layers.PReLU.call = original
 
 
 def _rename_onnx_outputs(path: Path, names) -> None:
@@ -244,6 +246,11 @@ def _check_tools(fmt: str) -> None:
 
 def _export_native(model, path: Path, fmt: str, with_quality: bool, shape) -> None:
     _check_tools(fmt)
+    with _portable_graph():
+        _export_traced(model, path, fmt, with_quality, shape)
+
+
+def _export_traced(model, path: Path, fmt: str, with_quality: bool, shape) -> None:
     graph = export_graph(model, with_quality, shape)
     signature = _input_signature(shape)
     if fmt == "savedmodel":
@@ -255,13 +262,12 @@ def _export_native(model, path: Path, fmt: str, with_quality: bool, shape) -> No
     else:
         import tensorflow as tf
 
-        with _litert_safe_prelu():
-            # Builtin ops only: the file then runs on any LiteRT interpreter
-            # (no Flex delegate needed).
-            graph.export(
-                str(path), format="litert", input_signature=signature, verbose=False,
-                target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
-            )
+        # Builtin ops only: the file then runs on any LiteRT interpreter
+        # (no Flex delegate needed).
+        graph.export(
+            str(path), format="litert", input_signature=signature, verbose=False,
+            target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
+        )
 
 
 def _check_path(path: Path, fmt: str) -> None:

@@ -117,16 +117,22 @@ class ConvNormAct(keras.layers.Layer):
             self.norm.build(out)
             self.act.build(out)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, residual=None):
+        """``residual``: a tensor of the output's shape added at the end (in
+        the norm's fused pass where the backend fuses)."""
         if self.conv_only:
-            return self.conv(inputs)
+            y = self.conv(inputs)
+            return y if residual is None else y + residual
         # Instance norm cancels the conv's bias: the norm takes it as a shift
         # of its statistics instead of a pass over the tensor.
         y = self.conv(inputs, add_bias=False)
+        if self.drop is None:  # norm, PReLU (and residual) in one fused pass
+            return self.norm(
+                y, shift=self.conv.bias, training=training, prelu_alpha=self.act.alpha, residual=residual
+            )
         y = self.norm(y, shift=self.conv.bias, training=training)
-        if self.drop is not None:
-            y = self.drop(y, training=training)
-        return self.act(y)
+        y = self.act(self.drop(y, training=training))
+        return y if residual is None else y + residual
 
     def compute_output_shape(self, input_shape):
         return self.conv.compute_output_shape(input_shape)

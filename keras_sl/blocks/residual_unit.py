@@ -123,15 +123,47 @@ class ResidualUnit(keras.layers.Layer):
             self.residual.build(input_shape)
 
     def call(self, inputs, training=None):
-        y = inputs
-        for unit in self.units:
-            y = unit(y, training=training)
         res = inputs if self.residual is None else self.residual(inputs)
-        if self._gather_units is not None:
-            y = ops.take(y, self._gather_units, axis=self._lifted_axis)
         if self._gather_residual is not None:
             res = ops.take(res, self._gather_residual, axis=self._lifted_axis)
-        return y + res
+        y = inputs
+        for unit in self.units[:-1]:
+            y = unit(y, training=training)
+        if self._gather_units is not None:
+            y = self.units[-1](y, training=training)
+            return ops.take(y, self._gather_units, axis=self._lifted_axis) + res
+        # The sum happens in the last unit's fused norm pass where the backend fuses.
+        return self.units[-1](y, training=training, residual=res)
+
+    @property
+    def supports_lifted_sum(self) -> bool:
+        """Whether :meth:`lifted_sum` applies: the unit ends linearly (last
+        sub-unit a bare convolution) on full-length (not compact) slices."""
+        return bool(self.last_conv_only) and self.lifted_pattern is None and self.rank >= 2
+
+    def lifted_sum(self, inputs, slice_weights):
+        """The unit's output weighted by ``slice_weights`` and summed over the
+        lifted axis (removed), computed through
+        :meth:`keras_sl.layers.Convolution.lifted_sum`: the last convolution
+        and the residual path are linear, so they produce the sum directly
+        (an SL network's selected-slice logit sum, eq. 9, at a fraction of the
+        cost of all m slices). Needs :attr:`supports_lifted_sum`.
+        """
+        if not self.supports_lifted_sum:
+            raise ValueError(
+                f"{self.name}: lifted_sum needs last_conv_only=True and a full-length input "
+                "(no lifted_pattern); call the unit and sum its output instead."
+            )
+        last = self.units[-1].conv
+        if len(self.units) == 1 and self.residual is None:  # conv(x) + x: one kernel
+            return last.lifted_sum(inputs, slice_weights, add_input=True)
+        y = inputs
+        for unit in self.units[:-1]:
+            y = unit(y)
+        out = last.lifted_sum(y, slice_weights)
+        if self.residual is None:
+            return out + last.lifted_sum(inputs, slice_weights, identity=True)
+        return out + self.residual.lifted_sum(inputs, slice_weights)
 
     @property
     def _lifted_axis(self) -> int:

@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import ops
+
+_MAX_MIN_FORM = [False]
+
+
+def prelu(x, alpha):
+    """``x if x > 0 else alpha * x`` for a slope ``alpha`` that broadcasts to ``x``.
+
+    ``x + (alpha - 1) * min(x, 0)``: three elementwise passes (see
+    :class:`PReLU`); inside :func:`max_min_form`,
+    ``max(x, 0) + alpha * min(x, 0)`` (same values).
+    """
+    if _MAX_MIN_FORM[0]:
+        return ops.maximum(x, 0.0) + alpha * ops.minimum(x, 0.0)
+    return x + (alpha - 1) * ops.minimum(x, 0)
+
+
+@contextlib.contextmanager
+def max_min_form():
+    """Trace PReLUs as ``max(x, 0) + alpha * min(x, 0)``. The TFLite converter
+    fuses the default form into ``tfl.prelu``, which only takes tensors up to
+    rank 4, so SL networks' rank-5 activations need this form to convert."""
+    previous = _MAX_MIN_FORM[0]
+    _MAX_MIN_FORM[0] = True
+    try:
+        yield
+    finally:
+        _MAX_MIN_FORM[0] = previous
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
@@ -36,8 +65,7 @@ class PReLU(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        alpha = ops.cast(self.alpha, inputs.dtype)
-        return inputs + (alpha - 1) * ops.minimum(inputs, 0)
+        return prelu(inputs, ops.cast(self.alpha, inputs.dtype))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

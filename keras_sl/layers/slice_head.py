@@ -140,6 +140,18 @@ class SliceHead(keras.layers.Layer):
             y = ops.sum(picked, axis=self.lifted_axis)
         else:
             y = ops.mean(picked, axis=self.lifted_axis)
+        return self.activate(y)
+
+    def slice_weights(self, dtype="float32"):
+        """The reduction as weights over all ``depth`` slices: 1 (``"sum"``)
+        or ``1 / num_selected`` (``"mean"``) on the selected ones, 0 elsewhere,
+        read from the selection variable (so a new selection is seen)."""
+        weights = ops.sum(ops.one_hot(self.selected, self.depth, dtype=dtype), axis=0)
+        return weights if self.reduction == "sum" else weights / self.num_selected
+
+    def activate(self, y):
+        """The head's activation on already reduced logits (float32)."""
+        y = ops.cast(y, "float32")
         if self.activation == "sigmoid":
             y = ops.sigmoid(y)
         elif self.activation == "softmax":

@@ -10,10 +10,12 @@ import keras
 import numpy as np
 
 from keras_sl import backend_defaults
+from keras_sl.blocks.residual_unit import ResidualUnit
 from keras_sl.layers.lift import Lift
 from keras_sl.layers.slice_head import SliceHead
 from keras_sl.models.base import SLModel
 from keras_sl.models.inference_graph import InferenceGraphMixin
+from keras_sl.models.sl_unet.selected_slice_sum import SelectedSliceSum
 from keras_sl.models.unet.unet import UNet
 from keras_sl.utils.checks import check_binary_mask, total_strides
 from keras_sl.utils.layout import standardize_data_format
@@ -306,10 +308,31 @@ class SLUNet(SLModel):
             prediction, q = self.slice_head(self(image), return_quality=True)
             cache[True] = _PredictionGraph(image, [prediction, q], name=f"{self.name}_quality")
             image = keras.Input(shape=self.image_shape, name="image")
-            cache[False] = _PredictionGraph(image, self.slice_head(self(image)), name=f"{self.name}_inference")
+            cache[False] = _PredictionGraph(image, self._prediction(image), name=f"{self.name}_inference")
             for graph in cache.values():
                 graph._graph_mode_source = weakref.ref(self)
         return cache[with_quality]
+
+    def _prediction(self, image):
+        """``image -> act(sum of the selected slice logits)`` in a functional
+        graph: through :class:`SelectedSliceSum` when the backbone ends with a
+        linear residual unit on full-length slices (the unselected slices'
+        last convolution is never run), else the model and its slice head."""
+        last = self.backbone.layers[-1]
+        if not (isinstance(last, ResidualUnit) and last.supports_lifted_sum
+                and len(last._inbound_nodes) >= 1 and self.backbone.outputs[0] is last.output):
+            return self.slice_head(self(image))
+        trunk = keras.Model(self.backbone.inputs, last.input, name=f"{self.backbone.name}_trunk")
+        x = image
+        for name in ("to_backbone_format", "lift"):
+            if any(layer.name == name for layer in self.layers):
+                x = self.get_layer(name)(x)
+        y = SelectedSliceSum(last, self.slice_head, name="selected_slice_sum")(trunk(x))
+        net_format = last.data_format
+        to_output = _permutation(net_format, self.data_format, len(self.image_shape) - 1)
+        if to_output is not None:
+            y = keras.layers.Permute(to_output, name="to_output_format")(y)
+        return y
 
     def _run(self, fn, x, pad, **kwargs):
         if isinstance(x, np.ndarray):

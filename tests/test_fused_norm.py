@@ -1,0 +1,142 @@
+"""Instance norm with the PReLU and the residual sum in one pass (XLA-fused on
+JAX and on TensorFlow's CPU), and its wide statistics: same values and
+gradients as the separate layers on every backend and path."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_sl.blocks import ConvNormAct, ResidualUnit
+from keras_sl.layers import InstanceNorm
+from keras_sl.layers.instance_norm import _tf_xla_fusion, _wide_fold, xla_fusion
+
+TF_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the XLA-compiled norm is TensorFlow's CPU path (JAX compiles whole steps anyway)",
+)
+
+
+def np_(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def ref_norm(x, axes, eps=1e-5):
+    x = x.astype("float64")
+    mean = x.mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+
+
+def ref_prelu(x, alpha):
+    return np.where(x > 0, x, alpha * x)
+
+
+@pytest.mark.parametrize(
+    "length, channels, fold",
+    [(131072, 8, 16), (65536, 1, 128), (4096, 16, 8), (100, 200, 1), (7, 8, 1), (6, 8, 2), (None, 8, 1)],
+)
+def test_wide_fold_makes_rows_of_128_values_where_it_divides(length, channels, fold):
+    assert _wide_fold(length, channels) == fold
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("shape", [(2, 6, 5, 3), (2, 16, 8, 4, 8), (1, 32, 32, 1)])
+@pytest.mark.parametrize("alpha", [0.25, -0.7])
+def test_norm_prelu_residual_in_one_call(data_format, shape, alpha, rng):
+    x = (rng.normal(size=shape) * 2.0 + 3.0).astype("float32")
+    residual = rng.normal(size=shape).astype("float32")
+    channels = shape[-1]
+    shift = rng.normal(size=(channels,)).astype("float32")
+    axes = tuple(range(1, len(shape) - 1))
+    expected = ref_prelu(ref_norm(x, axes), alpha) + residual
+    if data_format == "channels_first":
+        x, residual, expected = (np.moveaxis(a, -1, 1) for a in (x, residual, expected))
+    norm = InstanceNorm(data_format=data_format)
+    slope = np.full((1,) * (len(shape) - 1), alpha, "float32")
+    y = norm(x, shift=shift, prelu_alpha=slope, residual=residual)
+    np.testing.assert_allclose(np_(y), expected, atol=2e-4)
+    # Without the extras: the plain norm.
+    np.testing.assert_allclose(np_(norm(x)), np.moveaxis(ref_norm(np.moveaxis(x, 1, -1), axes), -1, 1)
+                               if data_format == "channels_first" else ref_norm(x, axes), atol=2e-4)
+
+
+def test_compact_norm_with_prelu_and_residual(rng):
+    """A compact lifted input (slice j stands for counts[j] equal slices):
+    the statistics and the fused steps are those of the full tensor."""
+    counts = (1, 6, 1)
+    compact = (rng.normal(size=(2, 5, 4, 3, 2)) + 1.0).astype("float32")  # (B, H, W, stored, C)
+    full = np.repeat(compact, counts, axis=3)
+    residual = rng.normal(size=compact.shape).astype("float32")
+    norm = InstanceNorm(lifted_counts=counts, lifted_axis=3)
+    y = np_(norm(compact, prelu_alpha=np.full((1, 1, 1, 1), 0.1, "float32"), residual=residual))
+    reference = ref_prelu(ref_norm(full, (1, 2, 3)), 0.1)[:, :, :, [0, 1, 7]] + residual
+    np.testing.assert_allclose(y, reference, atol=2e-4)
+
+
+def test_large_mean_small_spread_stays_accurate_with_wide_statistics(rng):
+    """Mean 50x the spread: the single-pass wide statistics lose about three
+    digits of the variance; outputs stay within 3e-3 of float64."""
+    x = (rng.normal(size=(2, 64, 64, 8)) + 50.0).astype("float32")
+    np.testing.assert_allclose(np_(InstanceNorm()(x)), ref_norm(x, (1, 2)), atol=3e-3)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_residual_unit_sum_is_the_same_fused_or_not(dropout, rng):
+    """The residual is added in the last unit's fused norm (no dropout) or
+    after it (dropout): both equal the unit's definition."""
+    x = rng.normal(size=(2, 8, 8, 4)).astype("float32")
+    unit = ResidualUnit(2, 4, subunits=2, dropout=dropout)
+    y = np_(unit(x, training=False))
+    branch = x
+    for sub in unit.units:
+        branch = sub(branch, training=False)
+    np.testing.assert_allclose(y, np_(branch) + x, atol=1e-5)
+
+
+def test_conv_only_unit_adds_the_residual(rng):
+    x = rng.normal(size=(1, 6, 6, 3)).astype("float32")
+    block = ConvNormAct(2, 3, conv_only=True)
+    r = rng.normal(size=(1, 6, 6, 3)).astype("float32")
+    np.testing.assert_allclose(np_(block(x, residual=r)), np_(block.conv(x)) + r, atol=1e-5)
+
+
+@TF_ONLY
+def test_tensorflow_compiles_the_norm_on_cpu_and_can_be_told_not_to():
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("the XLA-fused norm is a CPU path; this machine has a GPU")
+    assert _tf_xla_fusion()
+    with xla_fusion(False):
+        assert not _tf_xla_fusion()
+    assert _tf_xla_fusion()
+
+
+@TF_ONLY
+@pytest.mark.parametrize("training", [False, True])
+def test_tensorflow_xla_norm_matches_unfused_values_and_gradients(training, rng):
+    """Same block, same weights: the XLA-compiled norm and the op-by-op one
+    agree on outputs and on the gradients of every weight and the input."""
+    import tensorflow as tf
+
+    x = tf.constant(rng.normal(size=(2, 12, 12, 4, 8)).astype("float32"))
+    unit = ResidualUnit(3, 8, subunits=2)
+    unit(x)
+    for w in unit.weights:
+        w.assign(rng.normal(size=tuple(w.shape)).astype("float32") * 0.3)
+
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = unit(x, training=training)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        grads = tape.gradient(loss, [x] + list(unit.trainable_weights))
+        return y.numpy(), [g.numpy() for g in grads]
+
+    fused_y, fused_g = run()
+    assert unit.units[-1].norm._xla_normalize is not None  # the compiled path ran
+    with xla_fusion(False):
+        plain_y, plain_g = run()
+    np.testing.assert_allclose(fused_y, plain_y, atol=1e-4)
+    for a, b in zip(fused_g, plain_g):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)

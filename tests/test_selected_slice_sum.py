@@ -1,7 +1,6 @@
 """Prediction without the unselected slices: the sum over the selected slices
 moves into the SL network's last (linear) unit, exactly."""
 
-import keras
 import numpy as np
 import pytest
 from keras import ops

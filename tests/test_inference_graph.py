@@ -94,7 +94,10 @@ def test_sl_unet_prediction_graphs_follow_the_model(rng):
     probs = model.predict(x, verbose=0)
     np.testing.assert_array_equal(probs, _eager(runner, x))
     probs_q, q = model.predict_quality(x, verbose=0)
-    np.testing.assert_array_equal(probs_q, probs)
+    # The prediction-only graph sums the selected slices inside the last
+    # unit's kernel (keras_sl.models.sl_unet.selected_slice_sum): equal up to
+    # float rounding, not bit for bit.
+    np.testing.assert_allclose(probs_q, probs, atol=1e-5)
     assert q.shape == (2,)
     model.compile(jit_compile=False)
     assert runner.inference_graph_mode == "eager" and runner.inference_graphs is None

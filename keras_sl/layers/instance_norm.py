@@ -51,6 +51,18 @@ def _flat_moments(x):
     return mean, ops.maximum(var, 0.0)
 
 
+def _scale_shift(x, mean, var, epsilon: float):
+    """``(x - mean) / sqrt(var + epsilon)``; on torch one ``addcmul`` pass
+    (``x * r - mean * r``) instead of a subtraction and a multiplication over
+    the whole tensor (eager and exported torch graphs run each op as a pass)."""
+    scale = ops.rsqrt(var + epsilon)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.addcmul(-mean * scale, x, scale)
+    return (x - mean) * scale
+
+
 def _tf_xla_fusion() -> bool:
     """Whether TensorFlow compiles the norm (+ PReLU) with XLA: on CPU, where
     TensorFlow runs each elementwise op as its own pass (norm + PReLU of a
@@ -176,7 +188,7 @@ class InstanceNorm(keras.layers.Layer):
                 mean, var = self._compact_moments(x, axes)
             if shift is not None:  # (x + shift) - mean(x + shift), shift never added to x
                 mean = (mean + shift) - shift
-            y = (x - mean) * ops.rsqrt(var + self.epsilon)
+            y = _scale_shift(x, mean, var, self.epsilon)
             if shape is not None:
                 y = ops.reshape(y, shape)
         if prelu_alpha is not None:

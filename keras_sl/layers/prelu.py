@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 import keras
 from keras import ops
@@ -14,11 +15,17 @@ def prelu(x, alpha):
     """``x if x > 0 else alpha * x`` for a slope ``alpha`` that broadcasts to ``x``.
 
     ``x + (alpha - 1) * min(x, 0)``: three elementwise passes (see
-    :class:`PReLU`); inside :func:`max_min_form`,
-    ``max(x, 0) + alpha * min(x, 0)`` (same values).
+    :class:`PReLU`); on torch with one slope, PyTorch's native one-pass
+    kernel; inside :func:`max_min_form`, ``max(x, 0) + alpha * min(x, 0)``
+    (same values).
     """
     if _MAX_MIN_FORM[0]:
         return ops.maximum(x, 0.0) + alpha * ops.minimum(x, 0.0)
+    if keras.backend.backend() == "torch" and math.prod(alpha.shape) == 1:
+        # PyTorch's native PReLU: one pass instead of three (eager and exported graphs).
+        import torch
+
+        return torch.nn.functional.prelu(x, torch.reshape(alpha, (1,)))
     return x + (alpha - 1) * ops.minimum(x, 0)
 
 

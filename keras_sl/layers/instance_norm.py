@@ -202,7 +202,16 @@ class InstanceNorm(keras.layers.Layer):
         variance over the slices, so no cancellation)."""
         lifted = self.lifted_axis % len(x.shape)
         plane = [a for a in axes if a != lifted]
-        slice_mean, slice_var = ops.moments(x, axes=plane, keepdims=True)
+        if self.data_format == "channels_last" and lifted == len(x.shape) - 2:
+            # (B, *plane, S, C): per-slice statistics as one reduction over a
+            # (B, N, S * C) view, like the plain norm.
+            shape = ops.shape(x)
+            slice_mean, slice_var = _flat_moments(ops.reshape(x, (shape[0], -1, x.shape[-2] * x.shape[-1])))
+            stats_shape = (shape[0],) + (1,) * len(plane) + tuple(x.shape[-2:])
+            slice_mean = ops.reshape(slice_mean, stats_shape)
+            slice_var = ops.reshape(slice_var, stats_shape)
+        else:
+            slice_mean, slice_var = ops.moments(x, axes=plane, keepdims=True)
         shape = [1] * len(x.shape)
         shape[lifted] = len(self.lifted_counts)
         weights = np.asarray(self.lifted_counts, "float32").reshape(shape) / sum(self.lifted_counts)

@@ -140,3 +140,23 @@ def test_tensorflow_xla_norm_matches_unfused_values_and_gradients(training, rng)
     np.testing.assert_allclose(fused_y, plain_y, atol=1e-4)
     for a, b in zip(fused_g, plain_g):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_native_and_fusable_kernels_agree(rng):
+    """torch runs PyTorch's one-pass prelu/addcmul, except when tracing for
+    inductor (plain formulas it can fuse): same values either way (other
+    backends always use the formulas)."""
+    from keras_sl.layers.elementwise import torch_native_kernels, traced_for_fusion
+
+    x = (rng.normal(size=(2, 8, 8, 4, 8)) * 2 + 1).astype("float32")
+    residual = rng.normal(size=x.shape).astype("float32")
+    shift = rng.normal(size=(8,)).astype("float32")
+    slope = np.full((1, 1, 1, 1), -0.3, "float32")
+    norm = InstanceNorm()
+    native = np_(norm(x, shift=shift, prelu_alpha=slope, residual=residual))
+    assert torch_native_kernels() == (keras.backend.backend() == "torch")
+    with traced_for_fusion():
+        assert not torch_native_kernels()
+        fusable = np_(norm(x, shift=shift, prelu_alpha=slope, residual=residual))
+    np.testing.assert_allclose(native, fusable, atol=1e-5)
+    np.testing.assert_allclose(native, ref_prelu(ref_norm(x, (1, 2, 3)), -0.3) + residual, atol=2e-4)

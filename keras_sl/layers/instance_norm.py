@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sl.layers.elementwise import torch_native_kernels
 from keras_sl.layers.prelu import prelu
 from keras_sl.utils.layout import spatial_axes, standardize_data_format
 
@@ -54,9 +55,10 @@ def _flat_moments(x):
 def _scale_shift(x, mean, var, epsilon: float):
     """``(x - mean) / sqrt(var + epsilon)``; on torch one ``addcmul`` pass
     (``x * r - mean * r``) instead of a subtraction and a multiplication over
-    the whole tensor (eager and exported torch graphs run each op as a pass)."""
+    the whole tensor (eager and exported torch graphs run each op as a pass;
+    not when traced for inductor, ``keras_sl.layers.elementwise``)."""
     scale = ops.rsqrt(var + epsilon)
-    if keras.backend.backend() == "torch":
+    if torch_native_kernels():
         import torch
 
         return torch.addcmul(-mean * scale, x, scale)

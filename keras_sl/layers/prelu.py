@@ -8,6 +8,8 @@ import math
 import keras
 from keras import ops
 
+from keras_sl.layers.elementwise import torch_native_kernels
+
 _MAX_MIN_FORM = [False]
 
 
@@ -16,12 +18,12 @@ def prelu(x, alpha):
 
     ``x + (alpha - 1) * min(x, 0)``: three elementwise passes (see
     :class:`PReLU`); on torch with one slope, PyTorch's native one-pass
-    kernel; inside :func:`max_min_form`, ``max(x, 0) + alpha * min(x, 0)``
+    kernel (unless traced for inductor, ``keras_sl.layers.elementwise``); inside :func:`max_min_form`, ``max(x, 0) + alpha * min(x, 0)``
     (same values).
     """
     if _MAX_MIN_FORM[0]:
         return ops.maximum(x, 0.0) + alpha * ops.minimum(x, 0.0)
-    if keras.backend.backend() == "torch" and math.prod(alpha.shape) == 1:
+    if torch_native_kernels() and math.prod(alpha.shape) == 1:
         # PyTorch's native PReLU: one pass instead of three (eager and exported graphs).
         import torch
 

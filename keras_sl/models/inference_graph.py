@@ -43,11 +43,14 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import time
 import warnings
 
 import keras
+
+from keras_sl.layers.elementwise import traced_for_fusion
 
 GRAPH_MODES = ("eager", "export", "inductor")
 ENV_VAR = "KERAS_SL_TORCH_GRAPH"
@@ -134,7 +137,8 @@ class TorchInferenceGraphs:
         import torch
 
         start = time.perf_counter()
-        with torch.no_grad():
+        fusing = traced_for_fusion() if self.mode == "inductor" else contextlib.nullcontext()
+        with torch.no_grad(), fusing:
             exported = torch.export.export(_forward_module(self.model), (x,), strict=False)
         graph = exported.module()
         if self.mode == "inductor":

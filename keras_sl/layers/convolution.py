@@ -297,7 +297,11 @@ def _conv_by_taps(x, kernel, kernel_size, data_format):
     taps = math.prod(kernel_size)
     # (*k, in, out) -> (in, *k, out) -> (in, taps * out)
     matrix = ops.reshape(ops.moveaxis(kernel, -2, 0), (in_channels, taps * filters))
-    z = ops.tensordot(x, matrix, axes=1)
+    if keras.backend.backend() == "torch":  # its CPU matmul is slow for this shape; a 1x1 conv is not
+        pointwise = ops.reshape(matrix, (1,) * rank + (in_channels, taps * filters))
+        z = _native_layout(lambda t, fmt: ops.conv(t, pointwise, data_format=fmt), x, "channels_last")
+    else:
+        z = ops.tensordot(x, matrix, axes=1)
     shape = ops.shape(x)
     plane = shape[1 : rank + 1]
     pads = [(k - 1) // 2 for k in kernel_size]

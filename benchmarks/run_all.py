@@ -284,7 +284,7 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
     lines += ["## How to read this", "",
               "- **median s**: median wall-clock seconds of one `predict_on_batch` (infer) or `train_on_batch` "
               "(train) call on one batch, after warm-up; each call returns host values, so device work is "
-              "included. SL-UNet inference runs the `SLUNet.predict` graph (lift, 3-D UNet, slice head). "
+              "included. SL-UNet inference runs the `SLUNet.predict` graph (lift, 3-D UNet up to its last unit, whose kernels sum the selected slices directly: the unselected slices are never computed; its GFLOP still count the full model, as the paper's Table II does). "
               "**first call s** is the first call: tracing/compilation plus one step.",
               "- **GFLOP**: 2 x MACs of `keras_sl.profile` (thop's rules, the paper's Table II counting) x batch; "
               "a training step counts 3 x the forward FLOPs (forward plus backward); optimizer and loss are "

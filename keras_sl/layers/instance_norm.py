@@ -151,7 +151,6 @@ class InstanceNorm(keras.layers.Layer):
             # Keras variables become tensors (compiled functions take tensors).
             args = tuple(a if a is None or isinstance(a, bool) else tf.convert_to_tensor(a) for a in args)
             if getattr(self, "_xla_normalize", None) is None:
-
                 normalize = self._normalize  # a closure: tf.function must not trace the layer
 
                 def fused(*args):

@@ -337,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def record_command(paths, command: str) -> None:
+    """Store the run_all command in each backend's JSON, so that
+    ``--report-only`` can name it in a rebuilt report."""
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        report["run_all_command"] = command
+        Path(path).write_text(json.dumps(report, indent=2))
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -352,7 +361,13 @@ def main(argv=None) -> int:
     if not reports:
         print("no results to report", file=sys.stderr)
         return 1
-    command = None if args.report_only else "python benchmarks/run_all.py" + "".join(" " + shlex.quote(a) for a in argv)
+    if args.report_only:
+        # The command that produced the JSON files, as recorded when they were run.
+        recorded = {rep.get("run_all_command") for rep in reports}
+        command = recorded.pop() if len(recorded) == 1 else None
+    else:
+        command = "python benchmarks/run_all.py" + "".join(" " + shlex.quote(a) for a in argv)
+        record_command(paths, command)
     out = write_readme(reports, Path(args.out), command)
     print(f"\nwrote {out}" + (f"; failed backends: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

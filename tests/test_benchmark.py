@@ -152,6 +152,13 @@ def test_markdown_report(tmp_path):
     assert run_all.main(["--report-only", "--backends", "tensorflow,torch", "--results-dir", str(tmp_path),
                          "--out", str(out)]) == 0
     assert "| torch | unet_5l1r | train |" in out.read_text()
+    assert "Produced by" not in out.read_text()  # no recorded command: none is invented
+    # A rebuilt report names the command that produced the JSON files.
+    run_all.record_command([tmp_path / "tensorflow.json", tmp_path / "torch.json"],
+                           "python benchmarks/run_all.py --backends tensorflow,torch")
+    assert run_all.main(["--report-only", "--backends", "tensorflow,torch", "--results-dir", str(tmp_path),
+                         "--out", str(out)]) == 0
+    assert "Produced by `python benchmarks/run_all.py --backends tensorflow,torch`" in out.read_text()
     assert not math.isnan(reports[0]["matmul_gflops"])
 
 

@@ -132,3 +132,19 @@ def test_models_that_do_not_end_linearly_use_the_full_head():
     assert "selected_slice_sum" not in [layer.name for layer in graph.layers]
     with pytest.raises(ValueError, match="does not end linearly"):
         SelectedSliceSum(ResidualUnit(3, 2, subunits=1), model.slice_head)
+
+
+@pytest.mark.parametrize("layout", ["lifted_last", "channels_first"])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_softmax_head_normalises_the_class_axis_of_every_layout(layout, data_format, rng):
+    """Multi-class: the softmax runs over the classes after the sum is in the
+    head's layout, whatever layout the backbone stores."""
+    model = SLUNet(num_classes=3, levels=3, lift_depth=8, num_selected=3, backbone_layout=layout,
+                   data_format=data_format,
+                   input_shape=(None, None, 3) if data_format == "channels_last" else (3, None, None))
+    randomize(model, rng)
+    x = rng.normal(size=(2, 16, 16, 3) if data_format == "channels_last" else (2, 3, 16, 16)).astype("float32")
+    full = np_(model.slice_head(model(x)))
+    probs = model.predict(x, verbose=0)
+    np.testing.assert_allclose(probs, full, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(axis=-1 if data_format == "channels_last" else 1), 1.0, atol=1e-5)

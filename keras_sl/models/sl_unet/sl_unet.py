@@ -327,12 +327,9 @@ class SLUNet(SLModel):
         for name in ("to_backbone_format", "lift"):
             if any(layer.name == name for layer in self.layers):
                 x = self.get_layer(name)(x)
-        y = SelectedSliceSum(last, self.slice_head, name="selected_slice_sum")(trunk(x))
-        net_format = last.data_format
-        to_output = _permutation(net_format, self.data_format, len(self.image_shape) - 1)
-        if to_output is not None:
-            y = keras.layers.Permute(to_output, name="to_output_format")(y)
-        return y
+        to_output = _permutation(last.data_format, self.data_format, len(self.image_shape) - 1)
+        return SelectedSliceSum(last, self.slice_head, output_permutation=to_output,
+                                name="selected_slice_sum")(trunk(x))
 
     def _run(self, fn, x, pad, **kwargs):
         if isinstance(x, np.ndarray):

@@ -194,11 +194,10 @@ def _portable_graph():
     from keras import ops
 
     from keras_sl.layers.instance_norm import xla_fusion
-    from keras_sl.layers.prelu import max_min_form
+    from keras_sl.layers.prelu import max_min_form, prelu
 
-    def call(self, inputs):
-        alpha = ops.cast(self.alpha, inputs.dtype)
-        return ops.maximum(inputs, 0.0) + alpha * ops.minimum(inputs, 0.0)
+    def call(self, inputs):  # Keras' PReLU through ours (the max + min form inside max_min_form)
+        return prelu(inputs, ops.cast(self.alpha, inputs.dtype))
 
     original = keras.layers.PReLU.call
     keras.layers.PReLU.call = call

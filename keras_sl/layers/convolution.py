@@ -14,6 +14,9 @@ from keras import ops
 from keras_sl.layers.lifted_structure import (
     canonical, conv_output_pattern, joint_conv_output_pattern, lifted_windows,
 )
+from keras_sl.utils.device import jax_cpu_only as _jax_cpu_only
+from keras_sl.utils.device import on_cpu as _on_cpu
+from keras_sl.utils.device import tf_cpu_only as _tf_cpu_only
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
 
 # PyTorch's default for nn.ConvNd / nn.ConvTransposeNd (kaiming_uniform, a=sqrt(5)),
@@ -27,36 +30,10 @@ TORCH_DEFAULT_INIT = {
 STRATEGIES = ("auto", "native", "banded")
 
 
-def _tf_cpu_only() -> bool:
-    import tensorflow as tf
-
-    return not tf.config.list_physical_devices("GPU")
-
-
-def _jax_cpu_only() -> bool:
-    import jax
-
-    return jax.default_backend() == "cpu"
-
-
 # Folding the lifted axis into channels multiplies the FLOPs by about
 # length / kernel_size; past this many folded input channels the dense
 # banded kernel costs more than XLA's slow Conv3D saves.
 MAX_BANDED_CHANNELS = 256
-
-
-def _on_cpu() -> bool:
-    """Whether the current backend runs on the CPU (no GPU/TPU visible)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return _jax_cpu_only()
-    if backend == "tensorflow":
-        return _tf_cpu_only()
-    if backend == "torch":
-        import torch
-
-        return not torch.cuda.is_available()
-    return True
 
 
 def resolve_strategy(rank: int, lifted_length: int | None, in_channels: int) -> str:
@@ -624,11 +601,15 @@ class Convolution(keras.layers.Layer):
                 self.data_format,
             )
         if self.use_bias and add_bias:
-            if self.data_format == "channels_last":
-                y = y + self.bias
-            else:
-                y = y + ops.reshape(self.bias, (1, self.filters) + (1,) * self.rank)
+            y = self._plus_bias(y, self.bias)
         return y
+
+    def _plus_bias(self, y, bias):
+        """``y`` plus a per-filter vector, on the channel axis of this layer's
+        layout (any number of spatial axes)."""
+        if self.data_format == "channels_last":
+            return y + bias
+        return y + ops.reshape(bias, (1, self.filters) + (1,) * (len(y.shape) - 2))
 
     def _broadcast(self, x):
         """Convolution of an input that repeats one slice along the lifted axis.
@@ -785,7 +766,7 @@ class Convolution(keras.layers.Layer):
             raise ValueError(f"{self.name}: adding the identity needs {self.filters} input channels.")
         if add_input and any(st != 1 for st in self.strides):
             raise ValueError(f"{self.name}: add_input needs stride 1, got {self.strides}.")
-        eye = ops.eye(self.filters, dtype=dtype)
+        eye = ops.eye(self.filters, dtype=dtype) if identity or add_input else None
         if identity:
             kernel_size, strides, pads = (1,) * self.rank, (1,) * self.rank, (0,) * self.rank
             kernel = ops.reshape(eye, (1,) * self.rank + (self.filters,) * 2)
@@ -811,11 +792,7 @@ class Convolution(keras.layers.Layer):
         else:
             y = _conv_nd(folded, folded_kernel, kernel_size[1:], strides[1:], False, self.data_format)
         if self.use_bias and not identity:
-            bias = ops.cast(self.bias, dtype) * ops.sum(ops.cast(slice_weights, dtype))
-            if self.data_format == "channels_last":
-                y = y + bias
-            else:
-                y = y + ops.reshape(bias, (1, self.filters) + (1,) * (self.rank - 1))
+            y = self._plus_bias(y, ops.cast(self.bias, dtype) * ops.sum(ops.cast(slice_weights, dtype)))
         return y
 
     def get_config(self):

@@ -21,11 +21,17 @@ def torch_native_kernels() -> bool:
 
 
 @contextlib.contextmanager
-def traced_for_fusion():
-    """Trace with the plain formulas (the graph will be compiled by a fusing compiler)."""
-    previous = _FUSING_COMPILER[0]
-    _FUSING_COMPILER[0] = True
+def switched(flag: list, value: bool):
+    """Set a module's one-element ``flag`` list to ``value`` for the block
+    (the trace-time switches of keras_sl's layers), then restore it."""
+    previous = flag[0]
+    flag[0] = bool(value)
     try:
         yield
     finally:
-        _FUSING_COMPILER[0] = previous
+        flag[0] = previous
+
+
+def traced_for_fusion():
+    """Trace with the plain formulas (the graph will be compiled by a fusing compiler)."""
+    return switched(_FUSING_COMPILER, True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from typing import Sequence
@@ -11,8 +10,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_sl.layers.elementwise import torch_native_kernels
+from keras_sl.layers.elementwise import switched, torch_native_kernels
 from keras_sl.layers.prelu import prelu
+from keras_sl.utils.device import tf_cpu_only
 from keras_sl.utils.layout import spatial_axes, standardize_data_format
 
 
@@ -74,24 +74,16 @@ def _tf_xla_fusion() -> bool:
         return False
     if os.environ.get("KERAS_SL_XLA_FUSION", "1") == "0":
         return False
-    import tensorflow as tf
-
-    return not tf.config.list_physical_devices("GPU")
+    return tf_cpu_only()
 
 
 _XLA_FUSION = [True]
 
 
-@contextlib.contextmanager
 def xla_fusion(enabled: bool):
     """Turn the XLA-fused norm of the TensorFlow backend on or off while
     models are traced (exporters that cannot read XLA calls turn it off)."""
-    previous = _XLA_FUSION[0]
-    _XLA_FUSION[0] = bool(enabled)
-    try:
-        yield
-    finally:
-        _XLA_FUSION[0] = previous
+    return switched(_XLA_FUSION, enabled)
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")

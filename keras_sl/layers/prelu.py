@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import keras
 from keras import ops
 
-from keras_sl.layers.elementwise import torch_native_kernels
+from keras_sl.layers.elementwise import switched, torch_native_kernels
 
 _MAX_MIN_FORM = [False]
 
@@ -31,17 +30,11 @@ def prelu(x, alpha):
     return x + (alpha - 1) * ops.minimum(x, 0)
 
 
-@contextlib.contextmanager
 def max_min_form():
     """Trace PReLUs as ``max(x, 0) + alpha * min(x, 0)``. The TFLite converter
     fuses the default form into ``tfl.prelu``, which only takes tensors up to
     rank 4, so SL networks' rank-5 activations need this form to convert."""
-    previous = _MAX_MIN_FORM[0]
-    _MAX_MIN_FORM[0] = True
-    try:
-        yield
-    finally:
-        _MAX_MIN_FORM[0] = previous
+    return switched(_MAX_MIN_FORM, True)
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")

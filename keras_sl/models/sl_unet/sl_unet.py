@@ -320,7 +320,7 @@ class SLUNet(SLModel):
         last convolution is never run), else the model and its slice head."""
         last = self.backbone.layers[-1]
         if not (isinstance(last, ResidualUnit) and last.supports_lifted_sum
-                and len(last._inbound_nodes) >= 1 and self.backbone.outputs[0] is last.output):
+                and self.backbone.outputs[0] is last.output):
             return self.slice_head(self(image))
         trunk = keras.Model(self.backbone.inputs, last.input, name=f"{self.backbone.name}_trunk")
         x = image

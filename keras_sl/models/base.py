@@ -5,17 +5,19 @@ from __future__ import annotations
 import keras
 
 from keras_sl.models.inference_graph import InferenceGraphMixin
+from keras_sl.models.xla_compile_options import XlaCompileOptionsMixin
 from keras_sl.presets.preset_io import PresetMixin
 from keras_sl.utils.checks import check_image_batch
 
 
-class SLModel(PresetMixin, InferenceGraphMixin, keras.Model):
+class SLModel(PresetMixin, XlaCompileOptionsMixin, InferenceGraphMixin, keras.Model):
     """Base of keras_sl models built with the functional API.
 
     Subclasses set ``in_channels``, ``data_format`` and a ``stride_multiple``
     property (the multiple every input spatial size must be). On torch,
     ``predict`` replays a captured graph
-    (:mod:`keras_sl.models.inference_graph`).
+    (:mod:`keras_sl.models.inference_graph`); on JAX-CPU the step functions
+    compile with :mod:`keras_sl.models.xla_compile_options`.
     """
 
     def _check(self, shape, divisible: bool = True) -> None:

@@ -16,6 +16,7 @@ from keras_sl.layers.slice_head import SliceHead
 from keras_sl.models.base import SLModel
 from keras_sl.models.inference_graph import InferenceGraphMixin
 from keras_sl.models.sl_unet.selected_slice_sum import SelectedSliceSum
+from keras_sl.models.xla_compile_options import XlaCompileOptionsMixin
 from keras_sl.models.unet.unet import UNet
 from keras_sl.utils.checks import check_binary_mask, total_strides
 from keras_sl.utils.layout import standardize_data_format
@@ -399,7 +400,7 @@ class SLUNet(SLModel):
         }
 
 
-class _PredictionGraph(InferenceGraphMixin, keras.Model):
+class _PredictionGraph(XlaCompileOptionsMixin, InferenceGraphMixin, keras.Model):
     """A functional image -> prediction (and Q) graph of an SL model's layers.
 
     Follows the SL model's torch inference graph mode unless compiled itself.

@@ -36,8 +36,8 @@ class SliceSupervision(keras.losses.Loss):
         self.loss = _get_loss(loss)
         self.data_format = standardize_data_format(data_format)
 
-    def _fold(self, y_true, y_pred):
-        """Fold slices into the batch: (B*m, *spatial, K) for both tensors."""
+    def _channels_last(self, y_true, y_pred):
+        """Target ``(B, *spatial, K)`` and slices ``(B, m, *spatial, K)``."""
         if len(y_true.shape) != len(y_pred.shape) - 1:
             raise ValueError(
                 "SliceSupervision expects slice logits with one more axis than the "
@@ -50,19 +50,24 @@ class SliceSupervision(keras.losses.Loss):
             y_pred = ops.moveaxis(y_pred, 2, 1)  # (B, m, K, *spatial)
             y_pred = ops.transpose(y_pred, (0, 1, *range(3, nd), 2))
             y_true = ops.transpose(y_true, (0, *range(2, nd - 1), 1))
-        shape = ops.shape(y_pred)
-        batch, depth = shape[0], y_pred.shape[1]
-        y_true = ops.cast(y_true, y_pred.dtype)
+        return ops.cast(y_true, y_pred.dtype), y_pred
+
+    def per_slice(self, y_true, y_pred):
+        """Per-sample, per-slice losses ``(B, m)`` (the terms of eq. 6).
+
+        A loss with a ``slice_values(y_true, y_pred)`` method (``StructureLoss``,
+        ``DiceLoss``) gets the slices and the one target as they are, so what
+        depends on the target alone is computed once, not m times; any other
+        loss sees the m slices as m images with the target repeated.
+        """
+        y_true, y_pred = self._channels_last(ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred))
+        depth = y_pred.shape[1]
+        if hasattr(self.loss, "slice_values"):
+            dtype = getattr(self.loss, "dtype", None) or y_pred.dtype  # as Loss.__call__ casts
+            return self.loss.slice_values(ops.cast(y_true, dtype), ops.cast(y_pred, dtype))
         y_true = ops.repeat(ops.expand_dims(y_true, 1), depth, axis=1)
         flat_pred = ops.reshape(y_pred, (-1, *y_pred.shape[2:]))
         flat_true = ops.reshape(y_true, (-1, *y_true.shape[2:]))
-        return flat_true, flat_pred, batch, depth
-
-    def per_slice(self, y_true, y_pred):
-        """Per-sample, per-slice losses ``(B, m)`` (the terms of eq. 6)."""
-        y_true = ops.convert_to_tensor(y_true)
-        y_pred = ops.convert_to_tensor(y_pred)
-        flat_true, flat_pred, batch, depth = self._fold(y_true, y_pred)
         values = self.loss(flat_true, flat_pred)
         # Reduce any remaining non-batch axes to one value per image.
         if len(values.shape) > 1:

@@ -66,16 +66,35 @@ class StructureLoss(keras.losses.Loss):
         self.strength = float(strength)
 
     def call(self, y_true, y_pred):
+        return self._per_image(y_true, y_pred, slice_axes=0)
+
+    def slice_values(self, y_true, y_pred):
+        """Loss of every slice ``y_pred[:, i]`` against the one target ``y_true``.
+
+        ``y_true`` is ``(B, *spatial, C)``, ``y_pred`` ``(B, m, *spatial, C)``;
+        returns ``(B, m)``. Equal to calling the loss on each slice, but the
+        boundary weights and the target's sums are computed once per target
+        instead of once per slice (what :class:`SliceSupervision` uses).
+        """
+        return self._per_image(y_true, y_pred, slice_axes=1)
+
+    def _per_image(self, y_true, y_pred, slice_axes: int):
         y_true = ops.cast(y_true, y_pred.dtype)
-        rank = len(y_pred.shape) - 2
-        axes = tuple(range(1, rank + 1))
+        target_axes = tuple(range(1, len(y_true.shape) - 1))
         w = boundary_weights(y_true, self.kernel_size, self.strength)
-        bce = ops.binary_crossentropy(y_true, y_pred, from_logits=True)
-        # ops.binary_crossentropy reduces nothing: element-wise values.
-        wbce = ops.sum(w * bce, axis=axes) / ops.sum(w, axis=axes)
+        wy = w * y_true
+        sum_w, sum_wy = ops.sum(w, axis=target_axes), ops.sum(wy, axis=target_axes)
+        for _ in range(slice_axes):  # broadcast the target over the slices
+            y_true, w, wy = (ops.expand_dims(t, 1) for t in (y_true, w, wy))
+            sum_w, sum_wy = ops.expand_dims(sum_w, 1), ops.expand_dims(sum_wy, 1)
+        axes = tuple(range(1 + slice_axes, len(y_pred.shape) - 1))
+        # Element-wise BCE with logits; softplus is overflow-free and its
+        # gradient, sigmoid, is right at 0 too (relu/abs forms give -y there).
+        bce = ops.softplus(y_pred) - y_pred * y_true
+        wbce = ops.sum(w * bce, axis=axes) / sum_w
         p = ops.sigmoid(y_pred)
-        inter = ops.sum(p * y_true * w, axis=axes)
-        union = ops.sum((p + y_true) * w, axis=axes)
+        inter = ops.sum(p * wy, axis=axes)
+        union = ops.sum(p * w, axis=axes) + sum_wy
         wiou = 1.0 - (inter + 1.0) / (union - inter + 1.0)
         return ops.mean(wbce + wiou, axis=-1)
 

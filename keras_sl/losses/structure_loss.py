@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_sl.layers.elementwise import torch_native_kernels
+
 
 def box_mean(x, kernel: int):
     """Mean over a ``kernel``-wide cube around each element, zero padding
@@ -80,25 +82,79 @@ class StructureLoss(keras.losses.Loss):
 
     def _per_image(self, y_true, y_pred, slice_axes: int):
         y_true = ops.cast(y_true, y_pred.dtype)
-        target_axes = tuple(range(1, len(y_true.shape) - 1))
+        rank = len(y_true.shape) - 2
         w = boundary_weights(y_true, self.kernel_size, self.strength)
+        sums = _PixelSums(rank, slice_axes)
+        y_true, w, y_pred = sums.layout(y_true), sums.layout(w), sums.layout(y_pred)
         wy = w * y_true
-        sum_w, sum_wy = ops.sum(w, axis=target_axes), ops.sum(wy, axis=target_axes)
-        for _ in range(slice_axes):  # broadcast the target over the slices
-            y_true, w, wy = (ops.expand_dims(t, 1) for t in (y_true, w, wy))
-            sum_w, sum_wy = ops.expand_dims(sum_w, 1), ops.expand_dims(sum_wy, 1)
-        axes = tuple(range(1 + slice_axes, len(y_pred.shape) - 1))
-        # Element-wise BCE with logits; softplus is overflow-free and its
-        # gradient, sigmoid, is right at 0 too (relu/abs forms give -y there).
-        bce = ops.softplus(y_pred) - y_pred * y_true
-        wbce = ops.sum(w * bce, axis=axes) / sum_w
+        sum_w, sum_wy = sums.of_target(w), sums.of_target(wy)
+        if slice_axes:  # the target's terms broadcast over the slices
+            y_true = ops.expand_dims(y_true, sums.slice_axis)
+            w, wy = sums.weights_over_slices(w), sums.weights_over_slices(wy)
+        bce = _bce_with_logits(y_pred, y_true)
         p = ops.sigmoid(y_pred)
-        inter = ops.sum(p * wy, axis=axes)
-        union = ops.sum(p * w, axis=axes) + sum_wy
+        wbce = sums(bce, w) / sum_w
+        inter = sums(p, wy)
+        union = sums(p, w) + sum_wy
         wiou = 1.0 - (inter + 1.0) / (union - inter + 1.0)
-        return ops.mean(wbce + wiou, axis=-1)
+        return ops.mean(wbce + wiou, axis=sums.channel_axis)
 
     def get_config(self):
         config = super().get_config()
         config.update(kernel_size=self.kernel_size, strength=self.strength)
         return config
+
+
+def _bce_with_logits(logits, target):
+    """Element-wise BCE with logits; ``target`` broadcasts to ``logits``.
+
+    ``softplus(x) - x * y`` is overflow-free and its gradient, sigmoid, is
+    right at 0 too (the relu/abs forms give ``-y`` there). torch runs
+    PyTorch's one-pass kernel instead (loss and gradient of 4x16 slices at
+    256^2: 14 vs 30 ms)."""
+    if torch_native_kernels():
+        return ops.binary_crossentropy(ops.broadcast_to(target, ops.shape(logits)), logits, from_logits=True)
+    return ops.softplus(logits) - logits * target
+
+
+class _PixelSums:
+    """Per-image (and per-slice), per-channel sums of ``values * weights``
+    over the spatial axes, in the layout that is fastest per backend.
+
+    JAX and TensorFlow: channels first, ``(B, C, [m,] *spatial)`` (with one
+    channel a free reshape), and each sum one einsum, a batched matrix
+    product, which XLA on the CPU runs several times faster than the same
+    sum as fused reductions (loss and gradient for 4x16 slices at 256^2:
+    JAX 75 -> 35 ms, TensorFlow 19 -> 17 ms). torch keeps channels last and
+    multiplies and sums (its einsum and its ops on permuted views are
+    slower). ``weights`` have no slice axis until :meth:`weights_over_slices`.
+    """
+
+    def __init__(self, rank: int, slice_axes: int):
+        self.rank, self.slice_axes = rank, slice_axes
+        self.channels_first = not torch_native_kernels()
+        self.channel_axis = 1 if self.channels_first else -1
+        self.slice_axis = 2 if self.channels_first else 1
+        spatial = "".join(chr(ord("h") + i) for i in range(rank))
+        slices = "m" * slice_axes
+        self.equation = f"bc{slices}{spatial},bc{spatial}->bc{slices}"
+
+    def layout(self, x):
+        return ops.moveaxis(x, -1, 1) if self.channels_first else x
+
+    def of_target(self, x):
+        """Sum of a target-shaped tensor, shaped to broadcast against slice sums."""
+        first = 2 if self.channels_first else 1
+        total = ops.sum(x, axis=tuple(range(first, first + self.rank)))
+        return ops.expand_dims(total, self.slice_axis) if self.slice_axes else total
+
+    def weights_over_slices(self, x):
+        """Weights for slice values: the einsum broadcasts them itself; the
+        channels-last product needs a slice axis."""
+        return x if self.channels_first else ops.expand_dims(x, self.slice_axis)
+
+    def __call__(self, values, weights):
+        if self.channels_first:
+            return ops.einsum(self.equation, values, weights)
+        first = 1 + self.slice_axes
+        return ops.sum(values * weights, axis=tuple(range(first, first + self.rank)))

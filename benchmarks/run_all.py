@@ -300,6 +300,9 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
               "(`device_memory`, null on CPU).",
               "- Training uses `SLUNet.compile()` defaults and, for the UNet, AdamW + `StructureLoss` + Dice "
               "(as `keras_sl.training`), `jit_compile=False` on TensorFlow and torch, XLA on JAX.",
+              "- JAX on CPU: both models' steps compile with XLA's YNNPACK library fusions off "
+              "(`keras_sl.models.xla_compile_options`, per compilation; `KERAS_SL_XLA_CPU_LIBRARY_FUSIONS=1` "
+              "keeps XLA's default).",
               "- torch inference (`keras_sl.models.inference_graph`): `jit_compile=auto` replays a "
               "`torch.export` graph of the model captured during warm-up; **torch (jit_compile=true)** compiles "
               "that graph with inductor. Capture + compile seconds are `graph_capture_s` in the JSON, not in "
@@ -326,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--mode", choices=["infer", "train", "both"], default="both")
     p.add_argument("--matmul-size", type=int, default=2048)
-    p.add_argument("--backends", default=",".join(BACKENDS),
-                   help="comma-separated Keras backends, each optionally BACKEND:JIT (e.g. torch:true)")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated Keras backends, each optionally BACKEND:JIT (e.g. torch:true); "
+                        f"default {','.join(BACKENDS)}, or with --report-only every JSON in --results-dir")
     p.add_argument("--sl-variants", default="auto:auto",
                    help="SL execution paths LAYOUT:STRATEGY to time (comma-separated; see keras-sl bench)")
     p.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
@@ -349,14 +353,18 @@ def record_command(paths, command: str) -> None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    runs = [parse_run(b, args.jit_compile) for b in args.backends.split(",") if b.strip()]
     results_dir = Path(args.results_dir)
     failed = []
-    if not args.report_only:
-        for backend, jit in runs:
-            if run_backend(backend, args, results_dir, jit) is None:
-                failed.append(f"{backend}:{jit}")
-    paths = [results_dir / results_name(b, j, args.jit_compile) for b, j in runs if f"{b}:{j}" not in failed]
+    if args.report_only and args.backends is None:
+        paths = sorted(results_dir.glob("*.json"))  # whatever the last run wrote, torch:true included
+    else:
+        runs = [parse_run(b, args.jit_compile) for b in (args.backends or ",".join(BACKENDS)).split(",")
+                if b.strip()]
+        if not args.report_only:
+            for backend, jit in runs:
+                if run_backend(backend, args, results_dir, jit) is None:
+                    failed.append(f"{backend}:{jit}")
+        paths = [results_dir / results_name(b, j, args.jit_compile) for b, j in runs if f"{b}:{j}" not in failed]
     reports = load_reports(paths)
     if not reports:
         print("no results to report", file=sys.stderr)

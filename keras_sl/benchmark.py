@@ -248,6 +248,10 @@ def machine_info() -> dict:
 
         info["accelerator"] = None if jax.devices()[0].platform == "cpu" else str(jax.devices()[0])
         info["jaxlib"] = _version("jaxlib")
+        from keras_sl.models.xla_compile_options import xla_cpu_compiler_options
+
+        info["xla_compiler_options"] = xla_cpu_compiler_options()  # what keras_sl models' steps compile with
+        info["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     elif backend == "tensorflow":
         import tensorflow as tf
 

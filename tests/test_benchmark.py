@@ -225,6 +225,21 @@ def test_markdown_reports_a_jit_run_as_its_own_backend_column(tmp_path):
     assert "| sl_unet_5l1r | infer | 4x256x256 | 0.1000 (x2.00) | 0.2000 (x4.00) | 0.0500 (x1.00) |" in text
 
 
+def test_report_only_without_backends_reports_every_json_present(tmp_path):
+    """A rebuilt report keeps the torch:true column of the run that wrote the
+    JSON files (the default backend list would drop it)."""
+    run_all = _run_all()
+    compiled = _fake_report("torch", 0.5, 50.0)
+    compiled["settings"]["jit_compile"] = "true"
+    (tmp_path / "torch-jit_true.json").write_text(json.dumps(compiled))
+    (tmp_path / "tensorflow.json").write_text(json.dumps(_fake_report("tensorflow", 1.0, 100.0)))
+    out = tmp_path / "README.md"
+    assert run_all.main(["--report-only", "--results-dir", str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| torch (jit_compile=true) | sl_unet_5l1r | infer |" in text
+    assert "| tensorflow | sl_unet_5l1r | infer |" in text
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="captured inference graphs are torch-only")
 def test_torch_inference_rows_name_their_graph():
     report = run_benchmark(["unet_5l1r"], resolution=32, batch=1, mode="infer", repeats=1, warmup=1,

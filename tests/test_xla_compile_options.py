@@ -86,3 +86,12 @@ def test_context_is_a_no_op_without_options():
         with xo.keras_jit_options({xo.YNN_OPTION: ""}):
             assert jax_trainer.jit is not jax.jit
         assert jax_trainer.jit is jax.jit
+
+
+@JAX_ONLY
+def test_benchmark_records_the_options_its_steps_compile_with():
+    from keras_sl.benchmark import machine_info
+
+    info = machine_info()
+    assert info["xla_compiler_options"] == xo.xla_cpu_compiler_options()
+    assert "xla_flags" in info

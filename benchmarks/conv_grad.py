@@ -30,11 +30,16 @@ def _parts(x, k, dy):
     backend = keras.backend.backend()
     conv = lambda x, k: ops.conv(x, k, padding="same")  # noqa: E731
     if backend == "jax":
+        import functools
+
         import jax
 
-        fwd = jax.jit(conv)
-        dx = jax.jit(lambda x, k, dy: jax.vjp(conv, x, k)[1](dy)[0])
-        dk = jax.jit(lambda x, k, dy: jax.vjp(conv, x, k)[1](dy)[1])
+        from keras_sl.models.xla_compile_options import xla_cpu_compiler_options
+
+        jit = functools.partial(jax.jit, compiler_options=xla_cpu_compiler_options())  # as keras_sl models
+        fwd = jit(conv)
+        dx = jit(lambda x, k, dy: jax.vjp(conv, x, k)[1](dy)[0])
+        dk = jit(lambda x, k, dy: jax.vjp(conv, x, k)[1](dy)[1])
         return (
             lambda: fwd(x, k).block_until_ready(),
             lambda: dx(x, k, dy).block_until_ready(),

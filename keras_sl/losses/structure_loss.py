@@ -99,7 +99,7 @@ class StructureLoss(keras.losses.Loss):
         # with mismatch = union - 2 inter = sum(w (p + y - 2 p y)): a sum of
         # non-negative terms, free of the cancellation that costs a
         # near-perfect slice most of its float32 digits.
-        mismatch = sums(p + y_true - 2.0 * p * y_true, w)
+        mismatch = sums(y_true + p * (1.0 - 2.0 * y_true), w)  # the factor is target-sized
         wiou = mismatch / (mismatch + inter + 1.0)
         return ops.mean(wbce + wiou, axis=sums.channel_axis)
 

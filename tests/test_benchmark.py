@@ -203,6 +203,17 @@ def test_conv_grad_script_prints_a_row(capsys):
     assert all(float(c) > 0 for c in cells[2:])
 
 
+def test_loss_step_script_prints_a_row(capsys):
+    """benchmarks/loss_step.py times the SL loss and its gradient (tiny sizes), one row."""
+    spec = importlib.util.spec_from_file_location("loss_step", ROOT / "benchmarks" / "loss_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--batch", "1", "--slices", "3", "--size", "16", "--repeats", "1"])
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == [keras.backend.backend(), "1x3x16x16x1", cells[2]] and float(cells[2]) > 0
+
+
 def test_markdown_reports_a_jit_run_as_its_own_backend_column(tmp_path):
     run_all = _run_all()
     assert run_all.parse_run("torch:true", "auto") == ("torch", "true")

@@ -53,7 +53,10 @@ class StructureLoss(keras.losses.Loss):
     weighted form; the widely copied reference code passes ``reduce='none'``
     to ``binary_cross_entropy_with_logits``, which silently gives a plain
     mean BCE. Channels are averaged. Inputs are channels_last
-    ``(B, *spatial, C)``; ``y_pred`` are logits.
+    ``(B, *spatial, C)``; ``y_pred`` are logits. ``wiou`` is evaluated as
+    ``m / (m + inter + 1)`` with ``m = sum(w * (p + y - 2 p y))``, the same
+    value without the cancellation that the formula above suffers for
+    near-perfect predictions.
 
     Example:
     >>> import numpy as np

@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     print("| backend | slice logits | loss + gradient ms (median) |")
     print("|---|---|---:|")
     shape = (args.batch, args.slices, args.size, args.size, 1)
-    print(f"| {keras.backend.backend()} | {'x'.join(map(str, shape))} | {np.median(times) * 1e3:.1f} |")
+    print(f"| {keras.backend.backend()} | {'x'.join(map(str, shape))} | {np.median(times) * 1e3:.3f} |")
 
 
 if __name__ == "__main__":

@@ -23,11 +23,16 @@ def report():
     return run_benchmark(MODELS, resolution=32, batch=1, mode="both", repeats=2, warmup=1, matmul_size=256)
 
 
-def _run_all():
-    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
+def _script(name: str):
+    """A script of benchmarks/ loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _run_all():
+    return _script("run_all")
 
 
 def test_report_structure(report):
@@ -193,9 +198,7 @@ def test_markdown_lists_execution_paths_apart_from_the_main_tables():
 
 def test_conv_grad_script_prints_a_row(capsys):
     """benchmarks/conv_grad.py runs on this backend (tiny sizes) and prints one table row."""
-    spec = importlib.util.spec_from_file_location("conv_grad", ROOT / "benchmarks" / "conv_grad.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("conv_grad")
     module.main(["--batch", "1", "--size", "8", "--channels", "4", "--repeats", "1"])
     row = capsys.readouterr().out.strip().splitlines()[-1]
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -205,9 +208,7 @@ def test_conv_grad_script_prints_a_row(capsys):
 
 def test_loss_step_script_prints_a_row(capsys):
     """benchmarks/loss_step.py times the SL loss and its gradient (tiny sizes), one row."""
-    spec = importlib.util.spec_from_file_location("loss_step", ROOT / "benchmarks" / "loss_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("loss_step")
     module.main(["--batch", "1", "--slices", "3", "--size", "16", "--repeats", "1"])
     row = capsys.readouterr().out.strip().splitlines()[-1]
     cells = [c.strip() for c in row.strip("|").split("|")]

@@ -61,10 +61,10 @@ class SliceSupervision(keras.losses.Loss):
         loss sees the m slices as m images with the target repeated.
         """
         y_true, y_pred = self._channels_last(ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred))
-        depth = y_pred.shape[1]
         if hasattr(self.loss, "slice_values"):
             dtype = getattr(self.loss, "dtype", None) or y_pred.dtype  # as Loss.__call__ casts
             return self.loss.slice_values(ops.cast(y_true, dtype), ops.cast(y_pred, dtype))
+        depth = y_pred.shape[1]
         y_true = ops.repeat(ops.expand_dims(y_true, 1), depth, axis=1)
         flat_pred = ops.reshape(y_pred, (-1, *y_pred.shape[2:]))
         flat_true = ops.reshape(y_true, (-1, *y_true.shape[2:]))

@@ -239,3 +239,54 @@ def test_transposed_by_phases_has_the_same_gradients(monkeypatch, rng):
         results.append(model.get_weights())
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+DEFERRED_CASES = [
+    (3, "native", False), (3, "banded", False), (3, "banded", True), (3, "native", True), (2, "native", False),
+]
+
+
+@pytest.mark.parametrize("rank,strategy,lifted_last", DEFERRED_CASES)
+def test_norm_before_the_pixel_shuffle_gives_the_same_block(monkeypatch, rank, strategy, lifted_last, rng):
+    """Up-sampling ConvNormAct with the transposed conv as phases: norm and
+    PReLU on the phase layout, then the shuffle (``call_deferred``), equal in
+    outputs and after one training step to norm after the shuffle."""
+    from keras_sl.blocks import ConvNormAct
+    from keras_sl.layers import convolution as conv_module
+
+    monkeypatch.setattr(conv_module, "_transposed_by_phases_pays", lambda: True)
+    shape = (2, 4, 6, 5, 3)[: rank + 1] + (3,)
+    x = rng.standard_normal(shape).astype("float32")
+    block_shape = tuple(d * 2 for d in shape[1:-1])
+    y = rng.standard_normal((2, *block_shape, 4)).astype("float32")
+    results = []
+    for deferred in (True, False):
+        monkeypatch.setattr(conv_module, "shuffle_is_deferred", lambda *args, value=deferred: value)
+        keras.utils.set_random_seed(5)
+        block = ConvNormAct(rank, 4, strides=2, transposed=True, strategy=strategy, lifted_axis_last=lifted_last)
+        model = keras.Sequential([keras.Input(shape[1:]), block])
+        values, finish = block.conv.call_deferred(ops.convert_to_tensor(x))
+        assert (finish is not None) == deferred
+        before = ops.convert_to_numpy(model(x))
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", jit_compile=False)
+        model.train_on_batch(x, y)
+        results.append((before, model.get_weights()))
+    (a, wa), (b, wb) = results
+    assert a.shape == (2, *block_shape, 4)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    for u, v in zip(wa, wb):
+        np.testing.assert_allclose(u, v, atol=1e-5)
+
+
+def test_call_deferred_defers_only_a_phase_decomposed_transposed_convolution(monkeypatch, rng):
+    from keras_sl.layers import convolution as conv_module
+
+    x = ops.convert_to_tensor(rng.standard_normal((1, 6, 6, 3)).astype("float32"))
+    monkeypatch.setattr(conv_module, "_transposed_by_phases_pays", lambda: True)
+    assert Convolution(2, 4, strides=2).call_deferred(x)[1] is None  # not transposed
+    xt = ops.convert_to_tensor(np.moveaxis(ops.convert_to_numpy(x), -1, 1))
+    assert Convolution(2, 4, strides=2, transposed=True, data_format="channels_first").call_deferred(xt)[1] is None
+    values, finish = Convolution(2, 4, strides=2, transposed=True).call_deferred(x)
+    assert tuple(values.shape) == (1, 6, 6, 4, 4) and tuple(finish(values).shape) == (1, 12, 12, 4)
+    monkeypatch.setattr(conv_module, "_transposed_by_phases_pays", lambda: False)
+    assert Convolution(2, 4, strides=2, transposed=True).call_deferred(x)[1] is None

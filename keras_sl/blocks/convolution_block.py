@@ -125,7 +125,16 @@ class ConvNormAct(keras.layers.Layer):
             return y if residual is None else y + residual
         # Instance norm cancels the conv's bias: the norm takes it as a shift
         # of its statistics instead of a pass over the tensor.
-        y = self.conv(inputs, add_bias=False)
+        if self.drop is None and residual is None and self.norm.lifted_counts is None:
+            # A transposed conv's pixel shuffle (where there is one) after the
+            # norm and PReLU, fused with them: one pass fewer.
+            values, finish = self.conv.call_deferred(inputs)
+            if finish is not None:
+                return finish(self.norm(values, shift=self.conv.bias, training=training,
+                                        prelu_alpha=self.act.alpha))
+            y = values
+        else:
+            y = self.conv(inputs, add_bias=False)
         if self.drop is None:  # norm, PReLU (and residual) in one fused pass
             return self.norm(
                 y, shift=self.conv.bias, training=training, prelu_alpha=self.act.alpha, residual=residual

@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 from keras_sl.blocks import ConvNormAct, ResidualUnit
-from keras_sl.layers import InstanceNorm
+from keras_sl.layers import Convolution, InstanceNorm
 from keras_sl.layers.instance_norm import _tf_xla_fusion, _wide_fold, xla_fusion
 
 TF_ONLY = pytest.mark.skipif(
@@ -98,6 +98,40 @@ def test_conv_only_unit_adds_the_residual(rng):
     block = ConvNormAct(2, 3, conv_only=True)
     r = rng.normal(size=(1, 6, 6, 3)).astype("float32")
     np.testing.assert_allclose(np_(block(x, residual=r)), np_(block.conv(x)) + r, atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy,lifted_last", [("native", False), ("banded", False), ("banded", True)])
+def test_one_bare_convolution_unit_adds_its_input_inside_the_kernel(monkeypatch, strategy, lifted_last, rng):
+    """The top of a UNet with one residual sub-unit, ``x + conv(x)``, runs as
+    one convolution (identity at the centre tap): same outputs, and after a
+    training step the same weights, as the explicit sum."""
+    x = rng.normal(size=(2, 6, 8, 7, 4)).astype("float32")
+    y = rng.normal(size=(2, 6, 8, 7, 4)).astype("float32")
+    results = []
+    for folded in (True, False):
+        if not folded:
+            monkeypatch.setattr(ResidualUnit, "_one_convolution", property(lambda self: False))
+        keras.utils.set_random_seed(2)
+        unit = ResidualUnit(3, 4, subunits=1, last_conv_only=True, strategy=strategy, lifted_axis_last=lifted_last)
+        model = keras.Sequential([keras.Input(x.shape[1:]), unit])
+        assert unit._one_convolution == folded
+        before = np_(model(x))
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", jit_compile=False)
+        model.train_on_batch(x, y)
+        results.append((before, model.get_weights()))
+    (a, wa), (b, wb) = results
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    for u, v in zip(wa, wb):
+        np.testing.assert_allclose(u, v, atol=1e-5)
+
+
+def test_convolution_add_input_needs_a_shape_preserving_convolution(rng):
+    x = rng.normal(size=(1, 6, 6, 3)).astype("float32")
+    conv = Convolution(2, 3)
+    np.testing.assert_allclose(np_(conv(x, add_input=True)), np_(conv(x)) + x, atol=1e-5)
+    for bad in (Convolution(2, 4), Convolution(2, 3, strides=2), Convolution(2, 3, transposed=True, strides=2)):
+        with pytest.raises(ValueError, match="add_input=True needs"):
+            bad(x, add_input=True)
 
 
 @TF_ONLY

@@ -132,8 +132,18 @@ class ResidualUnit(keras.layers.Layer):
         if self._gather_units is not None:
             y = self.units[-1](y, training=training)
             return ops.take(y, self._gather_units, axis=self._lifted_axis) + res
+        if self._one_convolution:
+            return self.units[0].conv(inputs, add_input=True)
         # The sum happens in the last unit's fused norm pass where the backend fuses.
         return self.units[-1](y, training=training, residual=res)
+
+    @property
+    def _one_convolution(self) -> bool:
+        """One bare convolution with an identity shortcut (the top of a UNet
+        with one residual sub-unit): ``x + conv(x)`` runs as one convolution
+        (``Convolution.call(add_input=True)``)."""
+        return len(self.units) == 1 and self.units[0].conv_only and self.residual is None \
+            and not self.units[0].conv.uses_broadcast_input
 
     @property
     def supports_lifted_sum(self) -> bool:
@@ -155,7 +165,7 @@ class ResidualUnit(keras.layers.Layer):
                 "(no lifted_pattern); call the unit and sum its output instead."
             )
         last = self.units[-1].conv
-        if len(self.units) == 1 and self.residual is None:  # conv(x) + x: one kernel
+        if self._one_convolution:  # conv(x) + x: one kernel
             return last.lifted_sum(inputs, slice_weights, add_input=True)
         y = inputs
         for unit in self.units[:-1]:

@@ -601,10 +601,15 @@ class Convolution(keras.layers.Layer):
     def uses_broadcast_input(self) -> bool:
         return self.broadcast_input and self.strategy != "native" and bool(self.lifted_length)
 
-    def call(self, inputs, add_bias: bool = True):
+    def call(self, inputs, add_bias: bool = True, add_input: bool = False):
         """``add_bias=False`` leaves the bias out (a following instance norm
-        cancels it; see ``keras_sl.layers.InstanceNorm``)."""
-        y = self._convolve(inputs)
+        cancels it; see ``keras_sl.layers.InstanceNorm``). ``add_input=True``
+        returns ``inputs + conv(inputs)`` (stride 1, ``filters`` input
+        channels) as one convolution: the identity joins the kernel's centre
+        tap, so the sum is not a separate pass (and, in a compiled graph, the
+        output is a convolution's result that consumers read, not an
+        element-wise expression they recompute)."""
+        y = self._convolve(inputs, kernel=self._with_identity(inputs.dtype) if add_input else None)
         if self.use_bias and add_bias:
             y = self._plus_bias(y, self.bias)
         return y
@@ -637,15 +642,30 @@ class Convolution(keras.layers.Layer):
             return self.call(inputs, add_bias=False), None
         return self._convolve(inputs, defer_shuffle=True)
 
-    def _convolve(self, inputs, defer_shuffle: bool = False):
-        """The convolution without bias (``defer_shuffle``: ``call_deferred``'s pair)."""
+    def _with_identity(self, dtype):
+        """The kernel plus the identity at its centre tap (``add_input``)."""
+        if self.transposed or any(st != 1 for st in self.strides) or self.in_channels != self.filters \
+                or self.uses_broadcast_input:
+            raise ValueError(
+                f"{self.name}: add_input=True needs a stride-1, non-transposed convolution with as "
+                f"many input channels as filters ({self.filters}), got strides {self.strides}, "
+                f"{self.in_channels} input channels, transposed={self.transposed}."
+            )
+        centre = np.zeros(self.kernel_size, "float32")
+        centre[tuple(k // 2 for k in self.kernel_size)] = 1.0
+        eye = ops.eye(self.filters, dtype=dtype)
+        return ops.cast(self.kernel, dtype) + ops.einsum("...,ab->...ab", ops.cast(centre, dtype), eye)
+
+    def _convolve(self, inputs, defer_shuffle: bool = False, kernel=None):
+        """The convolution without bias (``defer_shuffle``: ``call_deferred``'s
+        pair; ``kernel``: use this one instead of the layer's)."""
         if self.uses_broadcast_input:
             return self._broadcast(inputs)
         if self.lifted_pattern is not None or self.input_patterns is not None or (
             self.resolved_strategy == "banded" and self.rank > 1 and self.lifted_length
         ):
-            return self._banded(inputs, defer_shuffle)
-        kernel = self.kernel
+            return self._banded(inputs, defer_shuffle, kernel)
+        kernel = self.kernel if kernel is None else kernel
         if self._physical_order != tuple(range(self.rank)):
             perm = (*self._physical_order, self.rank, self.rank + 1)
             kernel = ops.transpose(kernel, perm)
@@ -739,7 +759,7 @@ class Convolution(keras.layers.Layer):
             return ops.reshape(x, (-1, *shape[1 : self.rank], length * channels))
         return ops.reshape(x, (-1, channels * length, *shape[3:]))
 
-    def _banded(self, inputs, defer_shuffle: bool = False):
+    def _banded(self, inputs, defer_shuffle: bool = False, kernel=None):
         """The lifted axis folded into channels: one (rank-1)-D convolution.
 
         The kernel becomes block-banded over (lifted position, channel)
@@ -755,7 +775,7 @@ class Convolution(keras.layers.Layer):
             part_channels = self.part_channels
         channels_last = self.data_format == "channels_last"
         dtype = inputs[0].dtype
-        kernel = ops.cast(self.kernel, dtype)
+        kernel = ops.cast(self.kernel if kernel is None else kernel, dtype)
         plane = "hw"[: self.rank - 1]
         # band[k, i, o]: input position i feeds output position o through tap k.
         if self.transposed:  # kernel (..., out, in) -> folded (..., out*, in*)
@@ -833,17 +853,13 @@ class Convolution(keras.layers.Layer):
             raise ValueError(f"{self.name}: adding the identity needs {self.filters} input channels.")
         if add_input and any(st != 1 for st in self.strides):
             raise ValueError(f"{self.name}: add_input needs stride 1, got {self.strides}.")
-        eye = ops.eye(self.filters, dtype=dtype) if identity or add_input else None
         if identity:
             kernel_size, strides, pads = (1,) * self.rank, (1,) * self.rank, (0,) * self.rank
-            kernel = ops.reshape(eye, (1,) * self.rank + (self.filters,) * 2)
+            kernel = ops.reshape(ops.eye(self.filters, dtype=dtype), (1,) * self.rank + (self.filters,) * 2)
         else:
             kernel_size, strides, pads = self.kernel_size, self.strides, self.pads
-            kernel = ops.cast(self.kernel, dtype)
-            if add_input:  # x + conv(x): the identity at the centre tap
-                centre = np.zeros(kernel_size, "float32")
-                centre[tuple(k // 2 for k in kernel_size)] = 1.0
-                kernel = kernel + ops.einsum("...,ab->...ab", ops.cast(centre, dtype), eye)
+            # x + conv(x): the identity at the centre tap
+            kernel = self._with_identity(dtype) if add_input else ops.cast(self.kernel, dtype)
         out_length = (length + 2 * pads[0] - kernel_size[0]) // strides[0] + 1
         band = _band(length, out_length, kernel_size[0], strides[0], pads[0], False)
         taps = ops.einsum("kio,o->ki", ops.cast(band, dtype), ops.cast(slice_weights, dtype))

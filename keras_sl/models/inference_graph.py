@@ -203,6 +203,13 @@ class InferenceGraphMixin:
             jit_compile = False
         super().compile(*args, jit_compile=backend_defaults.apply(jit_compile), **kwargs)
 
+    def make_predict_function(self, force=False):
+        # Inference without compile() gets the allocator defaults too.
+        from keras_sl import backend_defaults
+
+        backend_defaults.tune_allocator()
+        return super().make_predict_function(force)
+
     def get_compile_config(self):
         """Keras' compile config with ``jit_compile`` as the user passed it."""
         config = super().get_compile_config()

@@ -7,12 +7,17 @@ Example:
 (1, 32, 32, 1)
 """
 
-from keras_sl import callbacks, data, distribute, interop, layers, losses, metrics, pqa, presets
-from keras_sl.models.sl_unet import SLUNet
-from keras_sl.models.unet import UNet
-from keras_sl.postprocess import to_labels
-from keras_sl.profiler import profile
-from keras_sl.version import __version__
+from keras_sl import backend_defaults
+
+# First, before anything can make JAX allocate (keras_sl.backend_defaults).
+backend_defaults.tune_allocator_on_import()
+
+from keras_sl import callbacks, data, distribute, interop, layers, losses, metrics, pqa, presets  # noqa: E402
+from keras_sl.models.sl_unet import SLUNet  # noqa: E402
+from keras_sl.models.unet import UNet  # noqa: E402
+from keras_sl.postprocess import to_labels  # noqa: E402
+from keras_sl.profiler import profile  # noqa: E402
+from keras_sl.version import __version__  # noqa: E402
 
 __all__ = [
     "SLUNet",

@@ -49,3 +49,23 @@ def test_predict_without_compile_applies_the_allocator_defaults(fake_libc):
     model = SLUNet(levels=2, lift_depth=4, num_selected=2, input_shape=(16, 16, 3))
     model.predict(np.zeros((1, 16, 16, 3), "float32"), verbose=0)
     assert backend_defaults._MALLOC_TUNED == (keras.backend.backend() in ("torch", "jax"))
+
+
+def test_tune_on_import_only_on_jax(fake_libc):
+    assert backend_defaults.tune_allocator_on_import() == (keras.backend.backend() == "jax")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras_sl tunes glibc at import on JAX only")
+def test_importing_keras_sl_tuned_glibc_before_jax_allocated():
+    """On JAX the thresholds only help if set before JAX's CPU client
+    allocates, so ``import keras_sl`` sets them (unless opted out)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import keras_sl; from keras_sl import backend_defaults as b; print(b._MALLOC_TUNED)"
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    for setting, expected in (("1", "True"), ("0", "False")):
+        env["KERAS_SL_MALLOC_TUNING"] = setting
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip().splitlines()[-1] == expected

@@ -260,9 +260,10 @@ class SLUNet(SLModel):
         categorical cross-entropy on every slice for K>1, and a slice-mean
         Dice monitor. Backend defaults (``keras_sl.backend_defaults``): on
         TensorFlow ``jit_compile="auto"`` resolves to False (XLA's CPU Conv3D
-        is 30-100x slower than the native kernel); on torch glibc's allocator
-        is tuned so activations are not page-faulted in every step, training
-        steps run eagerly and ``jit_compile`` picks how ``predict`` runs:
+        is 30-100x slower than the native kernel); glibc's allocator is tuned
+        so activations are not page-faulted in every step (torch; JAX when
+        keras_sl is imported); on torch training steps run eagerly and
+        ``jit_compile`` picks how ``predict`` runs:
         ``"auto"`` replays a captured ``torch.export`` graph, ``True``
         compiles it with inductor, ``False`` stays eager
         (:mod:`keras_sl.models.inference_graph`).

@@ -139,11 +139,11 @@ class ResidualUnit(keras.layers.Layer):
 
     @property
     def _one_convolution(self) -> bool:
-        """One bare convolution with an identity shortcut (the top of a UNet
-        with one residual sub-unit): ``x + conv(x)`` runs as one convolution
-        (``Convolution.call(add_input=True)``)."""
+        """One bare convolution with an identity shortcut on full-length
+        slices (the top of a UNet with one residual sub-unit): ``x + conv(x)``
+        runs as one convolution (``Convolution.call(add_input=True)``)."""
         return len(self.units) == 1 and self.units[0].conv_only and self.residual is None \
-            and not self.units[0].conv.uses_broadcast_input
+            and self.lifted_pattern is None and not self.units[0].conv.uses_broadcast_input
 
     @property
     def supports_lifted_sum(self) -> bool:

@@ -24,6 +24,9 @@ from keras_sl.losses import SliceSupervision, StructureLoss
 
 def _value_and_gradient(loss, y_true, logits):
     """A callable computing the mean loss and its gradient (host values)."""
+    from keras_sl.backend_defaults import tune_allocator
+
+    tune_allocator()  # as SLUNet.compile (torch; JAX already at import)
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -45,10 +48,6 @@ def _value_and_gradient(loss, y_true, logits):
 
         return lambda: [v.numpy() for v in step(logits, y_true)]
     if backend == "torch":
-        from keras_sl.backend_defaults import tune_malloc
-
-        tune_malloc()
-
         def step():
             q = logits.detach().requires_grad_(True)
             value = loss.per_slice(y_true, q).mean()
@@ -68,13 +67,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     y_true = ops.convert_to_tensor((rng.random((args.batch, args.size, args.size, 1)) > 0.5).astype("float32"))
-    logits = ops.convert_to_tensor(
-        rng.normal(size=(args.batch, args.slices, args.size, args.size, 1)).astype("float32"))
+    shape = (args.batch, args.slices, args.size, args.size, 1)
+    logits = ops.convert_to_tensor(rng.normal(size=shape).astype("float32"))
     step = _value_and_gradient(SliceSupervision(StructureLoss()), y_true, logits)
     _, times = _time_calls(step, args.repeats, warmup=3)
     print("| backend | slice logits | loss + gradient ms (median) |")
     print("|---|---|---:|")
-    shape = (args.batch, args.slices, args.size, args.size, 1)
     print(f"| {keras.backend.backend()} | {'x'.join(map(str, shape))} | {np.median(times) * 1e3:.3f} |")
 
 

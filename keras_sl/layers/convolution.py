@@ -625,7 +625,7 @@ class Convolution(keras.layers.Layer):
         on it, and ``finish`` then shuffles once, fused with them (XLA on
         CPU: one pass over the up-sampled tensor fewer; element-wise kernel
         time of a profiled JAX SL-UNet 5L/1Res inference 22-24 -> 18-19 ms).
-        Elsewhere ``values`` is ``call(inputs, add_bias=False)`` and
+        Elsewhere ``values`` is ``self(inputs, add_bias=False)`` and
         ``finish`` is None (nothing to do).
 
         Example:
@@ -640,7 +640,7 @@ class Convolution(keras.layers.Layer):
         if not self.built:
             self.build(inputs.shape)
         if self.uses_broadcast_input or not shuffle_is_deferred(self.transposed, self.data_format):
-            return self.call(inputs, add_bias=False), None
+            return self(inputs, add_bias=False), None
         return self._convolve(inputs, defer_shuffle=True)
 
     def _with_identity(self, dtype):

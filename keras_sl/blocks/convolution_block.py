@@ -6,6 +6,7 @@ import math
 from typing import Sequence
 
 import keras
+from keras import ops
 
 from keras_sl.layers.convolution import Convolution, patterns_config
 from keras_sl.layers.instance_norm import InstanceNorm
@@ -117,15 +118,24 @@ class ConvNormAct(keras.layers.Layer):
             self.norm.build(out)
             self.act.build(out)
 
-    def call(self, inputs, training=None, residual=None):
+    def call(self, inputs, training=None, residual=None, conv_output=None):
         """``residual``: a tensor of the output's shape added at the end (in
-        the norm's fused pass where the backend fuses)."""
+        the norm's fused pass where the backend fuses). ``conv_output``: the
+        convolution of ``inputs`` without its bias, already computed by the
+        caller (a residual unit runs it jointly with its residual path,
+        ``Convolution.call_jointly``)."""
         if self.conv_only:
-            y = self.conv(inputs)
+            if conv_output is None:
+                y = self.conv(inputs)
+            else:
+                y = conv_output if not self.conv.use_bias else self.conv._plus_bias(
+                    conv_output, ops.cast(self.conv.bias, conv_output.dtype))
             return y if residual is None else y + residual
         # Instance norm cancels the conv's bias: the norm takes it as a shift
         # of its statistics instead of a pass over the tensor.
-        if self.drop is None and residual is None and self.norm.lifted_counts is None:
+        if conv_output is not None:
+            y = conv_output
+        elif self.drop is None and residual is None and self.norm.lifted_counts is None:
             # A transposed conv's pixel shuffle (where there is one) after the
             # norm and PReLU, fused with them: one pass fewer.
             values, finish = self.conv.call_deferred(inputs)

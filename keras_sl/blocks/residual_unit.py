@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from keras_sl.blocks.convolution_block import ConvNormAct
-from keras_sl.layers.convolution import Convolution
+from keras_sl.layers.convolution import Convolution, joint_convolutions_pay
 from keras_sl.layers.lifted_structure import canonical, conv_output_pattern, merge_patterns
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
 
@@ -123,19 +123,37 @@ class ResidualUnit(keras.layers.Layer):
             self.residual.build(input_shape)
 
     def call(self, inputs, training=None):
-        res = inputs if self.residual is None else self.residual(inputs)
+        if self._one_convolution:
+            return self.units[0].conv(inputs, add_input=True)
+        first = None  # the first sub-unit's convolution, when run with the residual path
+        if self._joint_first:
+            first, res = self.units[0].conv.call_jointly(inputs, [self.residual], add_bias=(False, True))
+        else:
+            res = inputs if self.residual is None else self.residual(inputs)
         if self._gather_residual is not None:
             res = ops.take(res, self._gather_residual, axis=self._lifted_axis)
         y = inputs
-        for unit in self.units[:-1]:
-            y = unit(y, training=training)
+        for i, unit in enumerate(self.units[:-1]):
+            y = unit(y, training=training, conv_output=first if i == 0 else None)
+        last = self.units[-1](
+            y,
+            training=training,
+            conv_output=first if len(self.units) == 1 else None,
+            # The sum happens in the last unit's fused norm pass where the backend fuses.
+            residual=None if self._gather_units is not None else res,
+        )
         if self._gather_units is not None:
-            y = self.units[-1](y, training=training)
-            return ops.take(y, self._gather_units, axis=self._lifted_axis) + res
-        if self._one_convolution:
-            return self.units[0].conv(inputs, add_input=True)
-        # The sum happens in the last unit's fused norm pass where the backend fuses.
-        return self.units[-1](y, training=training, residual=res)
+            return ops.take(last, self._gather_units, axis=self._lifted_axis) + res
+        return last
+
+    @property
+    def _joint_first(self) -> bool:
+        """Whether the first sub-unit's convolution and the residual path run
+        as one convolution (:meth:`keras_sl.layers.Convolution.call_jointly`):
+        a strided unit, where both have the same kernel size and stride and
+        read the same input, on backends where one wider convolution pays
+        (:func:`keras_sl.layers.convolution.joint_convolutions_pay`)."""
+        return self._strided and self.residual is not None and joint_convolutions_pay()
 
     @property
     def _one_convolution(self) -> bool:

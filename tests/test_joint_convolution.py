@@ -71,6 +71,9 @@ def test_call_jointly_says_what_differs():
                   Convolution(3, 4, strides=2, strategy="native")):
         with pytest.raises(ValueError, match="cannot run as one convolution: they differ in"):
             a.call_jointly(x, [other])
+    up = Convolution(3, 4, strides=2, transposed=True)
+    with pytest.raises(ValueError, match="call transposed convolutions separately"):
+        up.call_jointly(x, [Convolution(3, 4, strides=2, transposed=True)])
     with pytest.raises(ValueError, match="one flag per output"):
         a.call_jointly(x, [Convolution(3, 4, strides=2)], add_bias=(True,))
 

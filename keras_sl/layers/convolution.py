@@ -706,6 +706,11 @@ class Convolution(keras.layers.Layer):
         for conv in convs:
             if not conv.built:
                 conv.build(inputs.shape)
+        if self.transposed:
+            raise ValueError(
+                f"{self.name}: call_jointly runs ordinary convolutions (a transposed kernel stores "
+                "its filters on another axis); call transposed convolutions separately."
+            )
         add_bias = (True,) * len(convs) if add_bias is None else tuple(add_bias)
         if len(add_bias) != len(convs):
             raise ValueError(f"add_bias needs one flag per output ({len(convs)}), got {len(add_bias)}.")

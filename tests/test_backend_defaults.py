@@ -69,3 +69,51 @@ def test_importing_keras_sl_tuned_glibc_before_jax_allocated():
         env["KERAS_SL_MALLOC_TUNING"] = setting
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_jax_cpu_heap_is_left_alone_off_jax_or_once_jax_has_run(fake_libc, monkeypatch):
+    monkeypatch.setattr(backend_defaults, "_JAX_CPU_HEAP_TUNED", False)
+    if keras.backend.backend() != "jax":
+        assert not backend_defaults.tune_jax_cpu_heap()
+    else:
+        keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)  # the CPU client exists now
+        assert not backend_defaults.tune_jax_cpu_heap()
+    assert (-4, 0) not in fake_libc.calls
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras_sl changes JAX's CPU dispatch only on JAX")
+def test_importing_keras_sl_makes_jax_reuse_its_large_cpu_buffers():
+    """After ``import keras_sl`` on JAX, CPU computations run in the calling
+    thread, and a main-thread buffer above glibc's mmap ceiling (XLA's
+    per-call temporary buffer) comes back from the heap on the next call
+    instead of being mapped and page-faulted again: counted as the minor
+    page faults of allocating (glibc's malloc) and filling 384 MB, more than the 256 MB top pad, twice.
+    ``KERAS_SL_MALLOC_TUNING=0`` leaves both as JAX and glibc have them."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, resource, keras_sl\n"
+        "from jax._src import xla_bridge\n"
+        "libc = ctypes.CDLL('libc.so.6')\n"
+        "libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]\n"
+        "def fill_and_free(size=384 * 1024 * 1024):\n"
+        "    p = libc.malloc(size); ctypes.memset(p, 1, size); libc.free(p)\n"
+        "fill_and_free()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(2):\n"
+        "    fill_and_free()\n"
+        "faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 2\n"
+        "print(xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value, keras_sl.backend_defaults._JAX_CPU_HEAP_TUNED, faults)\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    results = {}
+    for setting in ("1", "0"):
+        env["KERAS_SL_MALLOC_TUNING"] = setting
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        asynchronous, tuned, faults = out.stdout.strip().splitlines()[-1].split()
+        results[setting] = (asynchronous, tuned, int(faults))
+    pages = 384 * 1024 * 1024 // 4096
+    assert results["1"][:2] == ("False", "True") and results["1"][2] < pages // 10  # reused
+    assert results["0"][:2] == ("True", "False") and results["0"][2] > pages // 2  # mapped every time

@@ -132,11 +132,15 @@ def tune_jax_cpu_heap() -> bool:
     if mallopt is None or keras.backend.backend() != "jax":
         return False
     import jax
-    from jax._src import xla_bridge
 
-    if xla_bridge.backends_are_initialized():
-        return False  # the CPU client already dispatches asynchronously
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    try:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            return False  # the CPU client already dispatches asynchronously
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    except (ImportError, AttributeError):
+        return False  # a JAX without these (private) hooks: leave it as it is
     _JAX_CPU_HEAP_TUNED = bool(mallopt(_M_MMAP_MAX, 0))
     return _JAX_CPU_HEAP_TUNED
 

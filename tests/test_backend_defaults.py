@@ -117,3 +117,13 @@ def test_importing_keras_sl_makes_jax_reuse_its_large_cpu_buffers():
     pages = 384 * 1024 * 1024 // 4096
     assert results["1"][:2] == ("False", "True") and results["1"][2] < pages // 10  # reused
     assert results["0"][:2] == ("True", "False") and results["0"][2] > pages // 2  # mapped every time
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX dispatch hook exists on JAX only")
+def test_jax_cpu_heap_leaves_a_jax_without_its_private_hooks_alone(fake_libc, monkeypatch):
+    from jax._src import xla_bridge
+
+    monkeypatch.setattr(backend_defaults, "_JAX_CPU_HEAP_TUNED", False)
+    monkeypatch.delattr(xla_bridge, "backends_are_initialized")
+    assert not backend_defaults.tune_jax_cpu_heap()
+    assert (-4, 0) not in fake_libc.calls

@@ -59,25 +59,28 @@ def test_tune_on_import_only_on_jax(fake_libc):
 def test_importing_keras_sl_tuned_glibc_before_jax_allocated():
     """On JAX the thresholds only help if set before JAX's CPU client
     allocates, so ``import keras_sl`` sets them (unless opted out)."""
+    code = "import keras_sl; from keras_sl import backend_defaults as b; print(b._MALLOC_TUNED)"
+    for setting, expected in (("1", "True"), ("0", "False")):
+        assert _last_line_on_jax(code, setting) == expected
+
+
+def _last_line_on_jax(code: str, tuning: str) -> str:
+    """The last line ``code`` prints in a fresh JAX process with
+    ``KERAS_SL_MALLOC_TUNING=tuning``."""
     import os
     import subprocess
     import sys
 
-    code = "import keras_sl; from keras_sl import backend_defaults as b; print(b._MALLOC_TUNED)"
-    env = dict(os.environ, KERAS_BACKEND="jax")
-    for setting, expected in (("1", "True"), ("0", "False")):
-        env["KERAS_SL_MALLOC_TUNING"] = setting
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        assert out.stdout.strip().splitlines()[-1] == expected
+    env = dict(os.environ, KERAS_BACKEND="jax", KERAS_SL_MALLOC_TUNING=tuning)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
 
 
 def test_jax_cpu_heap_is_left_alone_off_jax_or_once_jax_has_run(fake_libc, monkeypatch):
     monkeypatch.setattr(backend_defaults, "_JAX_CPU_HEAP_TUNED", False)
-    if keras.backend.backend() != "jax":
-        assert not backend_defaults.tune_jax_cpu_heap()
-    else:
+    if keras.backend.backend() == "jax":
         keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)  # the CPU client exists now
-        assert not backend_defaults.tune_jax_cpu_heap()
+    assert not backend_defaults.tune_jax_cpu_heap()
     assert (-4, 0) not in fake_libc.calls
 
 
@@ -89,10 +92,6 @@ def test_importing_keras_sl_makes_jax_reuse_its_large_cpu_buffers():
     instead of being mapped and page-faulted again: counted as the minor
     page faults of allocating (glibc's malloc) and filling 384 MB, more than the 256 MB top pad, twice.
     ``KERAS_SL_MALLOC_TUNING=0`` leaves both as JAX and glibc have them."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import ctypes, resource, keras_sl\n"
         "from jax._src import xla_bridge\n"
@@ -107,12 +106,9 @@ def test_importing_keras_sl_makes_jax_reuse_its_large_cpu_buffers():
         "faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 2\n"
         "print(xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value, keras_sl.backend_defaults._JAX_CPU_HEAP_TUNED, faults)\n"
     )
-    env = dict(os.environ, KERAS_BACKEND="jax")
     results = {}
     for setting in ("1", "0"):
-        env["KERAS_SL_MALLOC_TUNING"] = setting
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        asynchronous, tuned, faults = out.stdout.strip().splitlines()[-1].split()
+        asynchronous, tuned, faults = _last_line_on_jax(code, setting).split()
         results[setting] = (asynchronous, tuned, int(faults))
     pages = 384 * 1024 * 1024 // 4096
     assert results["1"][:2] == ("False", "True") and results["1"][2] < pages // 10  # reused

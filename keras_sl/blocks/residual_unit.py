@@ -133,18 +133,15 @@ class ResidualUnit(keras.layers.Layer):
         if self._gather_residual is not None:
             res = ops.take(res, self._gather_residual, axis=self._lifted_axis)
         y = inputs
-        for i, unit in enumerate(self.units[:-1]):
-            y = unit(y, training=training, conv_output=first if i == 0 else None)
-        last = self.units[-1](
-            y,
-            training=training,
-            conv_output=first if len(self.units) == 1 else None,
-            # The sum happens in the last unit's fused norm pass where the backend fuses.
-            residual=None if self._gather_units is not None else res,
-        )
+        for i, unit in enumerate(self.units):
+            # The sum happens in the last unit's fused norm pass where the backend
+            # fuses (unless the two paths keep different slices: gathered below).
+            fused_sum = i == len(self.units) - 1 and self._gather_units is None
+            y = unit(y, training=training, conv_output=first if i == 0 else None,
+                     residual=res if fused_sum else None)
         if self._gather_units is not None:
-            return ops.take(last, self._gather_units, axis=self._lifted_axis) + res
-        return last
+            return ops.take(y, self._gather_units, axis=self._lifted_axis) + res
+        return y
 
     @property
     def _joint_first(self) -> bool:

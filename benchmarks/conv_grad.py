@@ -21,7 +21,7 @@ from keras_sl.benchmark import _time_calls
 
 
 def _median_ms(fn, repeats: int) -> float:
-    _, times = _time_calls(fn, repeats, warmup=2)
+    _, times, _ = _time_calls(fn, repeats, warmup=2)
     return float(np.median(times) * 1e3)
 
 

@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     shape = (args.batch, args.slices, args.size, args.size, 1)
     logits = ops.convert_to_tensor(rng.normal(size=shape).astype("float32"))
     step = _value_and_gradient(SliceSupervision(StructureLoss()), y_true, logits)
-    _, times = _time_calls(step, args.repeats, warmup=3)
+    _, times, _ = _time_calls(step, args.repeats, warmup=3)
     print("| backend | slice logits | loss + gradient ms (median) |")
     print("|---|---|---:|")
     print(f"| {keras.backend.backend()} | {'x'.join(map(str, shape))} | {np.median(times) * 1e3:.3f} |")

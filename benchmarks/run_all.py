@@ -208,8 +208,8 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
     # main table
     lines += ["## Step times", "",
               "| backend | model | mode | input | median s | GFLOP | GFLOP/s | % of matmul peak | "
-              "x fastest backend | first call s | peak RSS MiB | row RSS MiB |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "x fastest backend | first call s | page faults / call | peak RSS MiB | row RSS MiB |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     model_order = {name: i for i, name in enumerate(ALL_MODELS.split(","))}
     for r in sorted(rows, key=lambda r: (r["mode"] != "infer", r["mode"], r["resolution"], r["batch"],
                                          model_order.get(r["model"], 99), r["model"],
@@ -219,7 +219,8 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
             f"| {r['backend']} | {r['model']} | {r['mode']} | {r['batch']}x{r['resolution']}x{r['resolution']} | "
             f"{_fmt(r['median_s'], '.4f')} | {_fmt(r['gflops'], '.2f')} | {_fmt(r['achieved_gflops'], '.1f')} | "
             f"{_fmt(100 * r['peak_fraction'] if r.get('peak_fraction') is not None else None, '.1f')} | "
-            f"{_fmt(ratio, '.2f')} | {_fmt(r.get('warmup_s'), '.1f')} | {_fmt(r.get('peak_rss_mib'), '.0f')} | "
+            f"{_fmt(ratio, '.2f')} | {_fmt(r.get('warmup_s'), '.1f')} | {_fmt(r.get('page_faults'), 'd')} | "
+            f"{_fmt(r.get('peak_rss_mib'), '.0f')} | "
             f"{_fmt(r.get('rss_hwm_mib'), '.0f')} |"
         )
     lines.append("")
@@ -293,6 +294,10 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
               "timed in the same process with the same backend (median of several runs).",
               "- **x fastest backend**: this backend's median / the smallest median over the backends for the same "
               "model, mode and input.",
+              "- **page faults / call**: median minor page faults of one timed call (`getrusage`). Thousands "
+              "mean buffers are mapped fresh and touched on every call instead of being reused (on JAX, Eigen's "
+              "packing buffers in XLA's worker threads; see `keras_sl.backend_defaults`); such rows vary with "
+              "what the process ran before them.",
               "- **peak RSS MiB**: `resource.getrusage(RUSAGE_SELF).ru_maxrss` after the row: the process's "
               "high-water mark so far (earlier rows included), an upper bound. **row RSS MiB**: Linux `VmHWM` reset "
               "(`/proc/self/clear_refs`) before the row: that row's peak resident memory, including the framework "

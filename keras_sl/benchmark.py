@@ -18,6 +18,9 @@ Conventions (also written into the result's ``"conventions"`` entry):
 * FLOPs are 2 x the MACs of :func:`keras_sl.profile` (thop's counting rules)
   x batch; a training step counts 3 x the forward FLOPs (forward + backward
   for activations and weights). Optimizer and loss FLOPs are not counted.
+* ``page_faults`` is the median number of minor page faults of one timed
+  call (``getrusage``): thousands mean the allocator hands the backend
+  freshly mapped buffers on every call (see :mod:`keras_sl.backend_defaults`).
 * Memory: ``peak_rss_mib`` is ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
   after the run (the process's resident-set high-water mark, MiB): it is
   cumulative over the process so far (earlier models and the matmul
@@ -61,6 +64,9 @@ CONVENTIONS = {
     "gflops": "2 x MACs (keras_sl.profile, thop rules) x batch / 1e9 for infer; 3 x that for train "
               "(forward + backward); optimizer and loss not counted",
     "achieved_gflops": "gflops / median_s",
+    "page_faults": "median over the timed calls of the process's minor page faults during one call "
+                   "(getrusage ru_minflt; page_faults_per_call lists them): buffers mapped fresh and touched "
+                   "on every call instead of being reused from the allocator's heap",
     "peak_fraction": "achieved_gflops / matmul_gflops (float32 keras.ops.matmul peak measured in the same process)",
     "peak_rss_mib": "resource.getrusage(RUSAGE_SELF).ru_maxrss after the model's run, MiB: process-wide "
                     "high-water mark so far (earlier rows and the matmul included), an upper bound per row",
@@ -291,18 +297,26 @@ def _cpu_model() -> str:
 
 
 # -- timing ------------------------------------------------------------------------
-def _time_calls(fn, repeats: int, warmup: int) -> tuple[float, list[float]]:
+def _minor_faults() -> int:
+    """The process's minor page faults so far (``getrusage``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _time_calls(fn, repeats: int, warmup: int) -> tuple[float, list[float], list[int]]:
+    """``(first call s, timed call seconds, minor page faults per timed call)``."""
     start = time.perf_counter()
     fn()
     warmup_s = time.perf_counter() - start
     for _ in range(max(0, warmup - 1)):
         fn()
-    times = []
+    times, faults = [], []
     for _ in range(repeats):
+        faults_before = _minor_faults()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return warmup_s, times
+        faults.append(_minor_faults() - faults_before)
+    return warmup_s, times, faults
 
 
 def _compile_for_training(model, jit_compile="auto") -> None:
@@ -339,7 +353,7 @@ def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gfl
         gflops = 3 * forward_gflop * batch
     else:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    warmup_s, times = _time_calls(fn, repeats, warmup)
+    warmup_s, times, faults = _time_calls(fn, repeats, warmup)
     median = statistics.median(times)
     graph_info = {}
     if mode == "infer" and runner.inference_graph_mode is not None:
@@ -357,6 +371,7 @@ def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gfl
         "jit_compile": str(jit_compile), **graph_info, "dtype_policy": keras.config.dtype_policy().name,
         "resolution": resolution, "batch": batch,
         "median_s": median, "times_s": times, "warmup_s": warmup_s, "gflops": gflops,
+        "page_faults": int(statistics.median(faults)), "page_faults_per_call": faults,
         "achieved_gflops": gflops / median if median > 0 else float("nan"),
     }
 
@@ -417,7 +432,8 @@ def run_benchmark(
         ``{"machine", "matmul_gflops", "matmul_size", "conventions", "results"}``;
         each result row has ``backend, model, mode, resolution, batch,
         median_s, times_s, warmup_s, gflops, achieved_gflops, peak_fraction,
-        peak_rss_mib, rss_hwm_mib, device_memory`` (see the module docstring).
+        page_faults, page_faults_per_call, peak_rss_mib, rss_hwm_mib,
+        device_memory`` (see the module docstring).
     """
     from keras_sl import backend_defaults
     from keras_sl.profiler import profile
@@ -495,18 +511,18 @@ def format_results(report: dict) -> str:
         f"backend {m['backend']} {m.get('backend_version') or ''} | keras {m['keras']} | python {m['python']} | "
         f"{m['cpu_count']} CPU(s) {m.get('cpu_model') or ''}".rstrip(),
         f"matmul peak (float32, {report.get('matmul_size', '?')}^2): {report['matmul_gflops']:.1f} GFLOP/s",
-        "GFLOP = 2 x MACs x batch (train: 3 x forward); RSS MiB = process max RSS so far (getrusage); "
-        "row MiB = peak RSS during the row (VmHWM reset before it)",
+        "GFLOP = 2 x MACs x batch (train: 3 x forward); faults = median minor page faults per timed call; "
+        "RSS MiB = process max RSS so far (getrusage); row MiB = peak RSS during the row (VmHWM reset before it)",
         "",
         f"{'model':<14} {'variant':<28} {'mode':<6} {'res':>5} {'batch':>5} {'median s':>10} {'warmup s':>9} {'GFLOP':>9} "
-        f"{'GFLOP/s':>9} {'% peak':>7} {'RSS MiB':>8} {'row MiB':>8}",
+        f"{'GFLOP/s':>9} {'% peak':>7} {'faults':>7} {'RSS MiB':>8} {'row MiB':>8}",
     ]
     for r in report["results"]:
         lines.append(
             f"{r['model']:<14} {r.get('backbone_layout', '-') + '/' + r.get('conv_strategy', '-'):<28} "
             f"{r['mode']:<6} {r['resolution']:>5} {r['batch']:>5} {r['median_s']:>10.4f} "
             f"{r['warmup_s']:>9.2f} {r['gflops']:>9.3f} {r['achieved_gflops']:>9.2f} "
-            f"{100 * r['peak_fraction']:>6.1f}% {r['peak_rss_mib']:>8.0f} "
+            f"{100 * r['peak_fraction']:>6.1f}% {r.get('page_faults', '-'):>7} {r['peak_rss_mib']:>8.0f} "
             f"{'-' if r.get('rss_hwm_mib') is None else format(r['rss_hwm_mib'], '.0f'):>8}"
         )
     return "\n".join(lines)

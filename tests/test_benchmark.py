@@ -15,7 +15,7 @@ from keras_sl.profiler import profile
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["sl_unet_5l1r", "unet_5l1r"]
 ROW_KEYS = {"backend", "model", "mode", "resolution", "batch", "median_s", "times_s", "warmup_s", "gflops",
-            "achieved_gflops", "peak_fraction", "peak_rss_mib"}
+            "achieved_gflops", "peak_fraction", "peak_rss_mib", "page_faults", "page_faults_per_call"}
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,31 @@ def test_row_values(report):
         assert r["peak_fraction"] == pytest.approx(r["achieved_gflops"] / report["matmul_gflops"])
         assert 0 < r["peak_fraction"] < 10
         assert r["peak_rss_mib"] > 50
+        assert len(r["page_faults_per_call"]) == 2 and min(r["page_faults_per_call"]) >= 0
+        assert r["page_faults"] == int(statistics.median(r["page_faults_per_call"]))
         if r.get("rss_hwm_mib") is not None:
             assert 0 < r["rss_hwm_mib"] <= r["peak_rss_mib"] + 1
+
+
+def test_timed_calls_count_the_page_faults_of_each_call():
+    """A call that maps and touches 8 MB of fresh memory faults ~2,048 times
+    (4 KiB pages); a call that allocates nothing hardly at all."""
+    import mmap
+
+    from keras_sl.benchmark import _time_calls
+
+    size = 8 * 1024 * 1024
+
+    def touch_fresh_pages():
+        region = mmap.mmap(-1, size)
+        region[::4096] = b"x" * (size // 4096)
+        region.close()
+
+    _, times, faults = _time_calls(touch_fresh_pages, repeats=3, warmup=1)
+    assert len(times) == len(faults) == 3
+    assert all(f >= 0.9 * size // 4096 for f in faults), faults
+    _, _, idle = _time_calls(lambda: None, repeats=3, warmup=1)
+    assert max(idle) < 100, idle
 
 
 def test_sl_unet_infers_through_the_slice_head():
@@ -107,7 +130,7 @@ def _fake_report(backend, scale, peak):
             rows.append({"backend": backend, "model": model, "mode": mode, "resolution": 256, "batch": 4,
                          "median_s": median, "times_s": [median] * 3, "warmup_s": 5.0, "gflops": gflops,
                          "achieved_gflops": gflops / median, "peak_fraction": gflops / median / peak,
-                         "peak_rss_mib": 900.0, "rss_hwm_mib": 800.0, "device_memory": None})
+                         "page_faults": 7, "peak_rss_mib": 900.0, "rss_hwm_mib": 800.0, "device_memory": None})
     machine = {"cpu_count": 2, "cpu_affinity": 2, "cpu_model": "Fake CPU", "platform": "Linux-fake",
                "python": "3.11.7", "numpy": "2.0", "keras": "3.15.1", "backend": backend,
                "backend_version": {"tensorflow": "2.21.0", "torch": "2.13.0"}[backend],
@@ -137,6 +160,7 @@ def test_markdown_report(tmp_path):
     assert float(cells[6]) == pytest.approx(50.0)  # GFLOP/s
     assert float(cells[7]) == pytest.approx(100.0)  # % of the 50 GFLOP/s matmul peak
     assert cells[8] == "2.00"  # x the fastest backend (tensorflow)
+    assert cells[10] == "7"  # page faults per call
     tf_row = next(line for line in lines if line.startswith("| tensorflow | sl_unet_5l1r | infer |"))
     assert [c.strip() for c in tf_row.strip("|").split("|")][8] == "1.00"
     # SL-UNet / UNet ratio per backend and mode (unet_8l1r has no SL partner: no column)

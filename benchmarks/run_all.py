@@ -296,7 +296,7 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
               "model, mode and input.",
               "- **page faults / call**: median minor page faults of one timed call (`getrusage`). Thousands "
               "mean buffers are mapped fresh and touched on every call instead of being reused (on JAX, Eigen's "
-              "packing buffers in XLA's worker threads; see `keras_sl.backend_defaults`); such rows vary with "
+              "packing buffers in XLA's worker threads, see the README's speed section); such rows vary with "
               "what the process ran before them.",
               "- **peak RSS MiB**: `resource.getrusage(RUSAGE_SELF).ru_maxrss` after the row: the process's "
               "high-water mark so far (earlier rows included), an upper bound. **row RSS MiB**: Linux `VmHWM` reset "

@@ -198,7 +198,12 @@ def test_lifted_slices_gathers_and_serializes():
         LiftedSlices([3], axis=1)(x)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+# The default layout runs in the default suite; the other two take ~30 s each
+# per backend on a 2-core CPU (run them with ``-m slow``).
+DEEP_LAYOUTS = [pytest.param(layout, marks=() if layout == "lifted_last" else pytest.mark.slow) for layout in LAYOUTS]
+
+
+@pytest.mark.parametrize("layout", DEEP_LAYOUTS)
 def test_deep_sl_unet_compact_encoder_trains_like_the_reference(layout, rng):
     """m=16, two residual units (gathers), a lifted stride of 1 on the deepest
     level: equal outputs, equal weights after one SGD step with lr=1."""

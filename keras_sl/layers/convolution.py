@@ -703,9 +703,6 @@ class Convolution(keras.layers.Layer):
         True
         """
         convs = (self, *others)
-        for conv in convs:
-            if not conv.built:
-                conv.build(inputs.shape)
         if self.transposed:
             raise ValueError(
                 f"{self.name}: call_jointly runs ordinary convolutions (a transposed kernel stores "
@@ -714,6 +711,9 @@ class Convolution(keras.layers.Layer):
         add_bias = (True,) * len(convs) if add_bias is None else tuple(add_bias)
         if len(add_bias) != len(convs):
             raise ValueError(f"add_bias needs one flag per output ({len(convs)}), got {len(add_bias)}.")
+        for conv in convs:  # built before comparing: in_channels and lifted_length come from the input
+            if not conv.built:
+                conv.build(inputs.shape)
         for other in others:
             mismatch = [name for name in _JOINT_ATTRIBUTES if getattr(other, name) != getattr(self, name)]
             if mismatch:

@@ -56,6 +56,7 @@ def bench_command(args, json_path: Path, jit: str | None = None) -> list[str]:
         "--mode", args.mode, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
         "--matmul-size", str(args.matmul_size), "--json", str(json_path),
         "--sl-variants", args.sl_variants, "--jit-compile", jit or args.jit_compile,
+        "--paired", str(args.paired),
     ]
 
 
@@ -241,6 +242,27 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
         lines.append("(no SL-UNet/UNet pair of the same configuration was measured)")
     lines.append("")
 
+    # SL-UNet / UNet, interleaved
+    pairs = [{**pair, "backend": _backend(rep)} for rep in reports for pair in rep.get("pairs") or []]
+    if pairs:
+        lines += ["## SL-UNet / UNet, calls interleaved", "",
+                  "Both models of a configuration in one process, warmed up, then their calls alternated "
+                  "(SL UNet, UNet SL, ...): **ratio** is the median of the per-round SL / UNet times, "
+                  "**quartiles** its 25th-75th percentiles. A machine whose speed drifts between minutes slows "
+                  "both calls of a round alike, so this ratio varies less between runs than the ratio of "
+                  "medians measured minutes apart (above).", "",
+                  "| backend | mode | input | config | rounds | SL-UNet median s | UNet median s | ratio | "
+                  "quartiles |",
+                  "|---|---|---|---|---:|---:|---:|---:|---|"]
+        for r in sorted(pairs, key=lambda r: (r["mode"] != "infer", _config_order(r["config"]),
+                                              order.get(r["backend"], 99))):
+            q1, q3 = r["ratio_quartiles"]
+            lines.append(f"| {r['backend']} | {r['mode']} | {r['batch']}x{r['resolution']}x{r['resolution']} | "
+                         f"{r['config']} | {r['rounds']} | {_fmt(r['sl_median_s'], '.4f')} | "
+                         f"{_fmt(r['unet_median_s'], '.4f')} | **{_fmt(r['ratio_median'], '.2f')}** | "
+                         f"{_fmt(q1, '.2f')}-{_fmt(q3, '.2f')} |")
+        lines.append("")
+
     # backend comparison
     backends = [_backend(rep) for rep in reports]
     keys = sorted({(r["model"], r["mode"], r["resolution"], r["batch"]) for r in rows},
@@ -340,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sl-variants", default="auto:auto",
                    help="SL execution paths LAYOUT:STRATEGY to time (comma-separated; see keras-sl bench)")
     p.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    p.add_argument("--paired", type=int, default=15, metavar="ROUNDS",
+                   help="interleaved SL-UNet / UNet calls per pair and mode (keras-sl bench --paired; 0: off)")
     p.add_argument("--results-dir", default=str(HERE / "results"), help="per-backend JSON folder")
     p.add_argument("--out", default=str(HERE / "README.md"), help="markdown report")
     p.add_argument("--report-only", action="store_true", help="skip running; rebuild the report from the JSON files")

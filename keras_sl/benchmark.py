@@ -73,6 +73,9 @@ CONVENTIONS = {
     "rss_hwm_mib": "Linux VmHWM (MiB) reset via /proc/self/clear_refs before this row and read after it: the "
                    "row's peak resident set including the process baseline (framework, allocator caches); "
                    "null where the reset is unavailable",
+    "pairs": "SL-UNet vs the UNet of the same levels/res units in one process, both warmed up, then `rounds` "
+             "calls of each interleaved (A B, B A, ...); ratios = per-round SL / UNet seconds, ratio_median their "
+             "median, ratio_quartiles the 25th/75th percentiles",
     "device_memory": "peak accelerator bytes (torch.cuda.max_memory_allocated, JAX memory_stats "
                      "peak_bytes_in_use, tf.config.experimental.get_memory_info peak); null on CPU",
 }
@@ -334,8 +337,10 @@ def _compile_for_training(model, jit_compile="auto") -> None:
                   jit_compile=jit_compile)
 
 
-def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gflop,
-               variant=("auto", "auto"), jit_compile="auto"):
+def _step(name, mode, resolution, x, y, variant=("auto", "auto"), jit_compile="auto", warmup=1):
+    """``(model, runner, fn, warmup)``: the compiled step ``fn()`` that one row times
+    (``runner`` is the inference model, None for ``train``), and the warm-up
+    calls it needs (a torch inference graph is captured during warm-up)."""
     from keras_sl.models.inference_graph import CAPTURE_AFTER_CALLS
     from keras_sl.models.sl_unet import SLUNet
 
@@ -345,14 +350,19 @@ def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gfl
         runner.compile(jit_compile=jit_compile)
         if runner.inference_graphs is not None:  # capture the torch graph before timing
             warmup = max(warmup, CAPTURE_AFTER_CALLS)
-        fn = lambda: runner.predict_on_batch(x)  # noqa: E731
-        gflops = forward_gflop * batch
-    elif mode == "train":
+        return model, runner, (lambda: runner.predict_on_batch(x)), warmup
+    if mode == "train":
         _compile_for_training(model, jit_compile)
-        fn = lambda: model.train_on_batch(x, y)  # noqa: E731
-        gflops = 3 * forward_gflop * batch
-    else:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        return model, None, (lambda: model.train_on_batch(x, y)), warmup
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+
+
+def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gflop,
+               variant=("auto", "auto"), jit_compile="auto"):
+    from keras_sl.models.sl_unet import SLUNet
+
+    model, runner, fn, warmup = _step(name, mode, resolution, x, y, variant, jit_compile, warmup)
+    gflops = forward_gflop * batch * (3 if mode == "train" else 1)
     warmup_s, times, faults = _time_calls(fn, repeats, warmup)
     median = statistics.median(times)
     graph_info = {}
@@ -373,6 +383,54 @@ def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gfl
         "median_s": median, "times_s": times, "warmup_s": warmup_s, "gflops": gflops,
         "page_faults": int(statistics.median(faults)), "page_faults_per_call": faults,
         "achieved_gflops": gflops / median if median > 0 else float("nan"),
+    }
+
+
+def _time_interleaved(fns, rounds: int, warmup: int) -> list[list[float]]:
+    """Seconds of ``rounds`` calls of each function in ``fns``, the calls interleaved.
+
+    Every function is warmed up first (``warmup`` calls each); then each round
+    calls every function once, in an order that alternates between rounds
+    (A B, B A, ...), so that a slow minute of the machine slows both alike.
+    """
+    for fn in fns:
+        for _ in range(max(1, warmup)):
+            fn()
+    times = [[] for _ in fns]
+    for i in range(rounds):
+        order = range(len(fns)) if i % 2 == 0 else reversed(range(len(fns)))
+        for k in order:
+            start = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - start)
+    return times
+
+
+def sl_unet_pairs(models: Iterable[str]) -> list[str]:
+    """The configurations (``"5l1r"``, ...) of ``models`` named both as SL-UNet and as UNet."""
+    models = list(models)
+    return [name[len("sl_unet_"):] for name in models
+            if name.startswith("sl_unet_") and f"unet_{name[len('sl_unet_'):]}" in models]
+
+
+def _bench_pair(config, mode, resolution, batch, rounds, warmup, x, y, jit_compile="auto", seed=0):
+    """SL-UNet vs UNet of one configuration, their calls interleaved in one process."""
+    fns, keep = [], []
+    for name in (f"sl_unet_{config}", f"unet_{config}"):
+        keras.utils.set_random_seed(seed)
+        model, runner, fn, needed = _step(name, mode, resolution, x, y, jit_compile=jit_compile, warmup=warmup)
+        warmup = max(warmup, needed)
+        fns.append(fn)
+        keep.append((model, runner))  # both models stay alive for the whole measurement
+    sl_times, unet_times = _time_interleaved(fns, rounds, warmup)
+    ratios = [a / b for a, b in zip(sl_times, unet_times)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    return {
+        "backend": keras.backend.backend(), "config": config, "mode": mode, "jit_compile": str(jit_compile),
+        "resolution": resolution, "batch": batch, "rounds": rounds,
+        "sl_times_s": sl_times, "unet_times_s": unet_times,
+        "sl_median_s": statistics.median(sl_times), "unet_median_s": statistics.median(unet_times),
+        "ratios": ratios, "ratio_median": statistics.median(ratios), "ratio_quartiles": [q1, q3],
     }
 
 
@@ -404,6 +462,7 @@ def run_benchmark(
     sl_variants: Iterable[str] | str = ("auto:auto",),
     jit_compile="auto",
     dtype_policy: str | None = None,
+    paired_rounds: int = 0,
 ) -> dict:
     """Time ``models`` (names from :data:`MODEL_NAMES`) under the current backend.
 
@@ -427,13 +486,21 @@ def run_benchmark(
             :mod:`keras_sl.models.inference_graph`; its capture and compile
             time is ``graph_capture_s``, not part of ``warmup_s``).
         dtype_policy: Keras dtype policy for the run, e.g. ``"mixed_bfloat16"``.
+        paired_rounds: when > 0, each SL-UNet named with its UNet (e.g.
+            ``sl_unet_5l1r`` and ``unet_5l1r``) is also timed against it with
+            the two models' calls interleaved, this many calls each (default
+            execution path; rows in ``"pairs"``).
 
     Returns:
-        ``{"machine", "matmul_gflops", "matmul_size", "conventions", "results"}``;
+        ``{"machine", "matmul_gflops", "matmul_size", "conventions", "results",
+        "pairs"}``;
         each result row has ``backend, model, mode, resolution, batch,
         median_s, times_s, warmup_s, gflops, achieved_gflops, peak_fraction,
         page_faults, page_faults_per_call, peak_rss_mib, rss_hwm_mib,
-        device_memory`` (see the module docstring).
+        device_memory`` (see the module docstring). Each ``pairs`` row has
+        ``config, mode, rounds, sl_times_s, unet_times_s, sl_median_s,
+        unet_median_s, ratios`` (per round, SL / UNet), ``ratio_median`` and
+        ``ratio_quartiles``.
     """
     from keras_sl import backend_defaults
     from keras_sl.profiler import profile
@@ -456,6 +523,8 @@ def run_benchmark(
         keras.config.set_dtype_policy(dtype_policy)
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    if paired_rounds < 0:
+        raise ValueError(f"paired_rounds must be >= 0 (0: no interleaved pairs), got {paired_rounds}.")
     warmup = max(1, int(warmup))
     machine = machine_info()
     # The backend defaults SLUNet.compile applies (torch allocator tuning) are
@@ -488,6 +557,17 @@ def run_benchmark(
             results.append(row)
             if progress is not None:
                 progress(row)
+    pairs = []
+    for config in (sl_unet_pairs(models) if paired_rounds else []):
+        for m in modes:
+            keras.backend.clear_session()
+            gc.collect()
+            pair = _bench_pair(config, m, resolution, batch, paired_rounds, warmup, x, y,
+                               jit_compile=jit_compile, seed=seed)
+            gc.collect()
+            pairs.append(pair)
+            if progress is not None:
+                progress(pair)
     if hasattr(os, "getloadavg"):
         machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     return {
@@ -498,9 +578,10 @@ def run_benchmark(
         "settings": {"models": models, "resolution": resolution, "batch": batch, "mode": mode,
                      "repeats": repeats, "warmup": warmup, "seed": seed,
                      "sl_variants": [f"{a}:{b}" for a, b in variants], "jit_compile": str(jit_compile),
-                     "dtype_policy": keras.config.dtype_policy().name},
+                     "dtype_policy": keras.config.dtype_policy().name, "paired_rounds": paired_rounds},
         "conventions": CONVENTIONS,
         "results": results,
+        "pairs": pairs,
     }
 
 
@@ -525,4 +606,11 @@ def format_results(report: dict) -> str:
             f"{100 * r['peak_fraction']:>6.1f}% {r.get('page_faults', '-'):>7} {r['peak_rss_mib']:>8.0f} "
             f"{'-' if r.get('rss_hwm_mib') is None else format(r['rss_hwm_mib'], '.0f'):>8}"
         )
+    if report.get("pairs"):
+        lines += ["", "SL-UNet vs UNet, calls interleaved (A B, B A, ...): medians and per-round SL / UNet ratio",
+                  f"{'config':<8} {'mode':<6} {'rounds':>6} {'SL s':>9} {'UNet s':>9} {'ratio':>7} {'quartiles':>13}"]
+        for r in report["pairs"]:
+            q1, q3 = r["ratio_quartiles"]
+            lines.append(f"{r['config']:<8} {r['mode']:<6} {r['rounds']:>6} {r['sl_median_s']:>9.4f} "
+                         f"{r['unet_median_s']:>9.4f} {r['ratio_median']:>7.3f} {q1:>6.3f}-{q3:.3f}")
     return "\n".join(lines)

@@ -150,13 +150,19 @@ def cmd_bench(args) -> int:
     from keras_sl.benchmark import format_results, run_benchmark
 
     def progress(row):
+        if "config" in row:  # an interleaved SL-UNet / UNet pair
+            print(f"  sl_unet_{row['config']} / unet_{row['config']} {row['mode']}, interleaved: "
+                  f"ratio {row['ratio_median']:.3f} ({row['sl_median_s']:.4f} / {row['unet_median_s']:.4f} s)",
+                  flush=True)
+            return
         print(f"  {row['model']} {row['mode']}: median {row['median_s']:.4f} s "
               f"(first call {row['warmup_s']:.2f} s)", flush=True)
 
     report = run_benchmark(args.models, resolution=args.resolution, batch=args.batch, mode=args.mode,
                            repeats=args.repeats, warmup=args.warmup, seed=args.seed,
                            matmul_size=args.matmul_size, progress=progress, sl_variants=args.sl_variants,
-                           jit_compile=_jit_arg(args.jit_compile), dtype_policy=args.dtype_policy)
+                           jit_compile=_jit_arg(args.jit_compile), dtype_policy=args.dtype_policy,
+                           paired_rounds=args.paired)
     report["command"] = "keras-sl " + " ".join(shlex.quote(a) for a in args.argv)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -270,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compile(jit_compile=...): auto = XLA on JAX, a captured torch.export graph for torch "
                          "inference; true on torch = that graph compiled by inductor (compile time in "
                          "graph_capture_s)")
+    be.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
+                    help="also time each SL-UNet against its UNet (both in --models) with their calls "
+                         "interleaved, ROUNDS calls each; the per-round SL / UNet ratio is robust to a machine "
+                         "whose speed drifts (0: off)")
     be.add_argument("--dtype-policy", default=None,
                     help="Keras dtype policy for the run, e.g. mixed_bfloat16 or mixed_float16 (GPU)")
     be.set_defaults(func=cmd_bench)

@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import pytest
 
-from keras_sl.benchmark import build_benchmark_model, parse_model_name, run_benchmark
+from keras_sl.benchmark import build_benchmark_model, format_results, parse_model_name, run_benchmark
 from keras_sl.profiler import profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,3 +282,61 @@ def test_torch_inference_rows_name_their_graph():
                            matmul_size=128)
     row = report["results"][0]
     assert row["inference_graph"] == "export" and row["graph_capture_s"] > 0  # captured in warm-up
+
+
+def test_interleaved_calls_alternate_their_order_after_warming_every_function_up():
+    from keras_sl.benchmark import _time_interleaved
+
+    calls = []
+    fns = [lambda: calls.append("sl"), lambda: calls.append("unet")]
+    times = _time_interleaved(fns, rounds=4, warmup=2)
+    assert calls[:4] == ["sl", "sl", "unet", "unet"]  # warm-up: each function before any timed call
+    assert calls[4:] == ["sl", "unet", "unet", "sl", "sl", "unet", "unet", "sl"]  # A B, B A, A B, B A
+    assert [len(t) for t in times] == [4, 4] and all(t >= 0 for ts in times for t in ts)
+
+
+def test_sl_unet_pairs_need_both_models_of_a_configuration():
+    from keras_sl.benchmark import sl_unet_pairs
+
+    assert sl_unet_pairs(["sl_unet_5l1r", "unet_5l1r", "sl_unet_8l2r", "unet_8l1r"]) == ["5l1r"]
+    assert sl_unet_pairs(["unet_8l2r", "sl_unet_8l2r", "sl_unet_5l1r"]) == ["8l2r"]
+    assert sl_unet_pairs(["sl_unet_5l1r"]) == []
+    with pytest.raises(ValueError, match="paired_rounds"):
+        run_benchmark(["sl_unet_5l1r", "unet_5l1r"], resolution=32, repeats=1, paired_rounds=-1)
+
+
+def test_paired_rounds_time_sl_unet_against_its_unet_interleaved():
+    report = run_benchmark(["sl_unet_5l1r", "unet_5l1r"], resolution=32, batch=1, mode="infer",
+                           repeats=1, warmup=1, matmul_size=128, paired_rounds=3)
+    assert report["settings"]["paired_rounds"] == 3
+    (pair,) = report["pairs"]
+    assert (pair["config"], pair["mode"], pair["rounds"], pair["resolution"]) == ("5l1r", "infer", 3, 32)
+    assert len(pair["sl_times_s"]) == len(pair["unet_times_s"]) == 3
+    assert pair["ratios"] == pytest.approx([a / b for a, b in zip(pair["sl_times_s"], pair["unet_times_s"])])
+    assert pair["ratio_median"] == pytest.approx(statistics.median(pair["ratios"]))
+    q1, q3 = pair["ratio_quartiles"]
+    assert min(pair["ratios"]) <= q1 <= pair["ratio_median"] <= q3 <= max(pair["ratios"])
+    assert pair["sl_median_s"] == pytest.approx(statistics.median(pair["sl_times_s"]))
+    assert "interleaved" in format_results(report)
+    json.loads(json.dumps(report, allow_nan=False))
+    assert run_benchmark(["unet_5l1r"], resolution=32, batch=1, mode="infer", repeats=1, warmup=1,
+                         matmul_size=128)["pairs"] == []  # off by default
+
+
+def test_markdown_reports_interleaved_pairs(tmp_path):
+    run_all = _run_all()
+    report = _fake_report("tensorflow", 1.0, 100.0)
+    report["pairs"] = [{"config": "5l1r", "mode": mode, "resolution": 256, "batch": 4, "rounds": 4,
+                        "sl_median_s": 0.08, "unet_median_s": 0.11, "ratio_median": 0.7312,
+                        "ratio_quartiles": [0.69, 0.774]} for mode in ("train", "infer")]
+    (tmp_path / "tensorflow.json").write_text(json.dumps(report))
+    (tmp_path / "torch.json").write_text(json.dumps(_fake_report("torch", 2.0, 50.0)))  # no pairs
+    out = tmp_path / "README.md"
+    assert run_all.main(["--report-only", "--backends", "tensorflow,torch", "--results-dir", str(tmp_path),
+                         "--out", str(out)]) == 0
+    lines = out.read_text().split("## SL-UNet / UNet, calls interleaved")[1].split("\n## ")[0].splitlines()
+    rows = [line for line in lines if line.startswith("| tensorflow |")]
+    assert rows == ["| tensorflow | infer | 4x256x256 | 5l1r | 4 | 0.0800 | 0.1100 | **0.73** | 0.69-0.77 |",
+                    "| tensorflow | train | 4x256x256 | 5l1r | 4 | 0.0800 | 0.1100 | **0.73** | 0.69-0.77 |"]
+    assert not any(line.startswith("| torch |") for line in lines)
+    assert "--paired" in " ".join(run_all.bench_command(run_all.build_parser().parse_args([]), tmp_path / "x.json"))

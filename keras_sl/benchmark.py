@@ -21,6 +21,11 @@ Conventions (also written into the result's ``"conventions"`` entry):
 * ``page_faults`` is the median number of minor page faults of one timed
   call (``getrusage``): thousands mean the allocator hands the backend
   freshly mapped buffers on every call (see :mod:`keras_sl.backend_defaults`).
+* ``pairs`` (``paired_rounds > 0``): an SL-UNet and the UNet of the same
+  configuration in one process, both warmed up, then their calls
+  interleaved (A B, B A, ...); the median of the per-round SL / UNet ratios
+  is robust to a machine whose speed drifts between minutes, which a ratio
+  of two medians measured apart is not.
 * Memory: ``peak_rss_mib`` is ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
   after the run (the process's resident-set high-water mark, MiB): it is
   cumulative over the process so far (earlier models and the matmul
@@ -415,13 +420,12 @@ def sl_unet_pairs(models: Iterable[str]) -> list[str]:
 
 def _bench_pair(config, mode, resolution, batch, rounds, warmup, x, y, jit_compile="auto", seed=0):
     """SL-UNet vs UNet of one configuration, their calls interleaved in one process."""
-    fns, keep = [], []
+    fns = []  # each step keeps its model alive: both models exist for the whole measurement
     for name in (f"sl_unet_{config}", f"unet_{config}"):
         keras.utils.set_random_seed(seed)
-        model, runner, fn, needed = _step(name, mode, resolution, x, y, jit_compile=jit_compile, warmup=warmup)
+        _, _, fn, needed = _step(name, mode, resolution, x, y, jit_compile=jit_compile, warmup=warmup)
         warmup = max(warmup, needed)
         fns.append(fn)
-        keep.append((model, runner))  # both models stay alive for the whole measurement
     sl_times, unet_times = _time_interleaved(fns, rounds, warmup)
     ratios = [a / b for a, b in zip(sl_times, unet_times)]
     q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3

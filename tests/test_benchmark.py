@@ -305,7 +305,8 @@ def test_sl_unet_pairs_need_both_models_of_a_configuration():
         run_benchmark(["sl_unet_5l1r", "unet_5l1r"], resolution=32, repeats=1, paired_rounds=-1)
 
 
-def test_paired_rounds_time_sl_unet_against_its_unet_interleaved():
+def test_paired_rounds_time_sl_unet_against_its_unet_interleaved(report):
+    default_report = report  # the module's run, without paired_rounds
     report = run_benchmark(["sl_unet_5l1r", "unet_5l1r"], resolution=32, batch=1, mode="infer",
                            repeats=1, warmup=1, matmul_size=128, paired_rounds=3)
     assert report["settings"]["paired_rounds"] == 3
@@ -319,8 +320,7 @@ def test_paired_rounds_time_sl_unet_against_its_unet_interleaved():
     assert pair["sl_median_s"] == pytest.approx(statistics.median(pair["sl_times_s"]))
     assert "interleaved" in format_results(report)
     json.loads(json.dumps(report, allow_nan=False))
-    assert run_benchmark(["unet_5l1r"], resolution=32, batch=1, mode="infer", repeats=1, warmup=1,
-                         matmul_size=128)["pairs"] == []  # off by default
+    assert default_report["pairs"] == [] and default_report["settings"]["paired_rounds"] == 0  # off by default
 
 
 def test_markdown_reports_interleaved_pairs(tmp_path):

@@ -414,8 +414,8 @@ def _time_interleaved(fns, rounds: int, warmup: int) -> list[list[float]]:
 def sl_unet_pairs(models: Iterable[str]) -> list[str]:
     """The configurations (``"5l1r"``, ...) of ``models`` named both as SL-UNet and as UNet."""
     models = list(models)
-    return [name[len("sl_unet_"):] for name in models
-            if name.startswith("sl_unet_") and f"unet_{name[len('sl_unet_'):]}" in models]
+    configs = [name.rpartition("_")[2] for name in models if name.startswith("sl_unet_")]
+    return [config for config in configs if f"unet_{config}" in models]
 
 
 def _bench_pair(config, mode, resolution, batch, rounds, warmup, x, y, jit_compile="auto", seed=0):

@@ -1,0 +1,7 @@
+"""Tasks: preprocessor + backbone + head, taking raw images."""
+
+from keras_sl.tasks.segmenter import Segmenter
+from keras_sl.tasks.sl_segmenter import SLSegmenter
+from keras_sl.tasks.task import Task
+
+__all__ = ["SLSegmenter", "Segmenter", "Task"]

@@ -1,0 +1,257 @@
+"""What every keras_sl task shares: a backbone, a preprocessor, raw-image I/O.
+
+A task is a functional ``keras.Model`` = preprocessor (NumPy side, saved in
+the config) + a backbone network + a head. ``model(x)`` returns what training
+supervises (logits); ``predict`` and friends take raw images — uint8 or float,
+any size, one batch array or a list of differently sized images — and return
+results at each input's size.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_sl.models.base import SLModel
+from keras_sl.preprocessing import ImagePreprocessor
+from keras_sl.utils.checks import check_binary_mask
+
+
+def _is_raw(x) -> bool:
+    """NumPy-like image data the preprocessor can take (not a dataset)."""
+    return isinstance(x, np.ndarray) or (isinstance(x, (list, tuple)) and len(x) > 0 and all(
+        isinstance(i, np.ndarray) for i in x))
+
+
+class Task(SLModel):
+    """Base of keras_sl tasks (``Segmenter``, ``SLSegmenter``, ``SLUNet``).
+
+    Subclasses build their functional graph, call ``super().__init__`` with
+    it, then :meth:`_init_task`. They implement ``_prediction_graph_outputs``.
+    """
+
+    # -- set-up ---------------------------------------------------------------------
+    def _init_task(self, backbone, preprocessor, activation, data_format, image_shape):
+        self.backbone = backbone
+        self.activation = activation
+        self.data_format = data_format
+        self.image_shape = tuple(image_shape)
+        self.in_channels = int(image_shape[-1] if data_format == "channels_last" else image_shape[0])
+        if preprocessor is None:
+            preprocessor = ImagePreprocessor(data_format=data_format)
+        elif isinstance(preprocessor, dict):
+            preprocessor = keras.saving.deserialize_keras_object(preprocessor)
+        if preprocessor.data_format != data_format:
+            raise ValueError(
+                f"The preprocessor's data_format ({preprocessor.data_format!r}) differs from the model's "
+                f"({data_format!r}); build ImagePreprocessor(data_format={data_format!r}, ...)."
+            )
+        preprocessor.pad_multiple = self.stride_multiple
+        # A plain object: keep it out of Keras' attribute tracking.
+        object.__setattr__(self, "_preprocessor", preprocessor)
+        # Prediction graphs refer back to this model: not Keras-tracked.
+        object.__setattr__(self, "_inference_cache_models", {})
+
+    @property
+    def preprocessor(self) -> ImagePreprocessor:
+        """How raw images become network inputs (saved with the model)."""
+        return self._preprocessor
+
+    @preprocessor.setter
+    def preprocessor(self, value: ImagePreprocessor) -> None:
+        if not isinstance(value, ImagePreprocessor):
+            raise TypeError(f"preprocessor must be a keras_sl.preprocessing.ImagePreprocessor, got {type(value).__name__}.")
+        value.pad_multiple = self.stride_multiple
+        object.__setattr__(self, "_preprocessor", value)
+
+    # -- compile defaults -------------------------------------------------------------
+    def _default_inner_loss(self):
+        from keras_sl import losses as sl_losses
+
+        if self.activation is None:
+            return sl_losses.MaskedDepthLoss()
+        if self.num_classes == 1:
+            return sl_losses.StructureLoss()
+        return keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    def _default_loss(self):
+        return self._default_inner_loss()
+
+    def _default_metrics(self, from_slices: bool = False):
+        from keras_sl.metrics import Dice
+
+        if self.activation is None:
+            return []
+        return [Dice(num_classes=self.num_classes, from_logits=True, from_slices=from_slices,
+                     data_format=self.data_format)]
+
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", jit_compile="auto", **kwargs):
+        """Compile with the paper's defaults (Table V) where ``"auto"``.
+
+        AdamW (lr 1e-3, weight decay 1e-2, gradient values clipped to 0.5), the
+        structure loss (WBCE + WIoU) for K=1 or categorical cross-entropy for
+        K>1 (masked L1 + MSE for regression), and a Dice monitor. ``jit_compile``
+        follows each backend's measured best (:mod:`keras_sl.backend_defaults`).
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-2, clipvalue=0.5)
+        if loss == "auto":
+            loss = self._default_loss()
+        if metrics == "auto":
+            metrics = self._default_metrics()
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
+
+    # -- training -----------------------------------------------------------------------
+    def prepare_training_arrays(self, x, y=None):
+        """Raw training images (and masks) -> network inputs, through the
+        model's preprocessor: resized to its ``image_size`` (masks with
+        nearest-neighbour), normalised. Images must share one size afterwards."""
+        images, _ = self.preprocessor.split_images(x)
+        masks = None if y is None else ImagePreprocessor.split_images(y)[0]
+        if masks is not None and len(masks) != len(images):
+            raise ValueError(f"x and y have different lengths: {len(images)} images and {len(masks)} masks.")
+        pairs = [self.preprocessor.prepare_pair(img, None if masks is None else masks[i])
+                 for i, img in enumerate(images)]
+        shapes = {p[0].shape for p in pairs}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"Training images have different sizes {sorted(shapes)}; build the model's preprocessor with "
+                "image_size=(H, W) to resize them, or pass one size."
+            )
+        out_x = self.preprocessor.normalize(np.stack([p[0] for p in pairs]))
+        if masks is None:
+            return out_x, None
+        out_y = np.stack([np.asarray(p[1], dtype="float32") for p in pairs])
+        return out_x, out_y
+
+    def _check_loader(self, data) -> None:
+        loader_pre = getattr(data, "preprocessor", None)
+        if loader_pre is not None and loader_pre != self.preprocessor:
+            raise ValueError(
+                f"The data loader preprocesses with {loader_pre!r} but the model predicts with "
+                f"{self.preprocessor!r}; build the loader with preprocessor=model.preprocessor."
+            )
+
+    def fit(self, x=None, y=None, *args, preprocess: bool = True, **kwargs):
+        """``keras.Model.fit``; NumPy images go through the model's preprocessor
+        first (``preprocess=False`` feeds them as they are), a
+        :class:`keras_sl.datasets.SegmentationLoader` must use the model's
+        preprocessor, and binary masks are checked early."""
+        self._check_loader(x)
+        if preprocess and _is_raw(x):
+            x, y = self.prepare_training_arrays(x, y)
+        if isinstance(x, np.ndarray):
+            self._check(x.shape)
+        if isinstance(y, np.ndarray) and self.activation == "sigmoid":
+            check_binary_mask(y, "Training masks (y)")
+        validation = kwargs.get("validation_data")
+        if preprocess and isinstance(validation, (tuple, list)) and len(validation) >= 2 and _is_raw(validation[0]):
+            vx, vy = self.prepare_training_arrays(validation[0], validation[1])
+            kwargs["validation_data"] = (vx, vy, *validation[2:])
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, preprocess: bool = True, **kwargs):
+        """``keras.Model.evaluate`` with NumPy images preprocessed as in :meth:`fit`."""
+        self._check_loader(x)
+        if preprocess and _is_raw(x):
+            x, y = self.prepare_training_arrays(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # -- inference ------------------------------------------------------------------------
+    def _inference_model(self, kind: str) -> keras.Model:
+        """Functional ``image -> outputs`` graphs sharing this model's layers
+        (``kind`` in ``"prediction"``, ``"quality"``; True/False stand for
+        with/without quality), built once."""
+        if isinstance(kind, bool):
+            kind = "quality" if kind else "prediction"
+        cache = self._inference_cache_models
+        if not cache:
+            from keras_sl.tasks.prediction_graph import PredictionGraph
+
+            for name in self._inference_kinds():
+                image = keras.Input(shape=self.image_shape, name="image")
+                graph = PredictionGraph(image, self._prediction_graph_outputs(image, name),
+                                        name=f"{self.name}_{name}")
+                graph._graph_mode_source = _weak(self)
+                cache[name] = graph
+        return cache[kind]
+
+    def _inference_kinds(self) -> tuple[str, ...]:
+        return ("prediction",)
+
+    def _prediction_graph_outputs(self, image, kind: str):
+        raise NotImplementedError
+
+    def _run_raw(self, fn, x, *, preprocess: bool, pad: bool, kind: str = "probabilities",
+                 lead_axes: int = 0, n_outputs: int = 1, **kwargs):
+        """Run ``fn`` (a Keras predict) on raw images and restore the outputs.
+
+        Returns a tuple of ``n_outputs`` results; the first is spatial (restored
+        to each input's size), the others per image (e.g. Q).
+        """
+        if not _is_raw(x):  # a dataset or tensor: fed as it is
+            out = fn(x, **kwargs)
+            return tuple(out) if n_outputs > 1 else (out,)
+        pre = self.preprocessor
+        if not preprocess:
+            pre = ImagePreprocessor(data_format=self.data_format)
+            pre.pad_multiple = self.stride_multiple
+        images, _ = pre.split_images(x)
+        if not images:
+            raise ValueError(
+                "predict got an empty batch (0 images); pass at least one image, e.g. x[:1] or x[None] for one."
+            )
+        if not pad:
+            multiple, pre.pad_multiple = pre.pad_multiple, None
+        for image in images:
+            self._check((1, *image.shape), divisible=False)
+        try:
+            prepared = pre.prepare(x)
+        finally:
+            if not pad:
+                pre.pad_multiple = multiple
+        results = [[None] * prepared.count for _ in range(n_outputs)]
+        for indices, batch in prepared.groups:
+            out = fn(batch, **kwargs)
+            out = tuple(out) if n_outputs > 1 else (out,)
+            for k in range(n_outputs):
+                values = np.asarray(out[k])
+                for j, index in enumerate(indices):
+                    results[k][index] = values[j]
+        spatial = pre.restore(results[0], prepared, kind=kind, lead_axes=lead_axes)
+        rest = [np.asarray(r) if not prepared.was_list else list(r) for r in results[1:]]
+        return (spatial, *rest)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None,
+                pad: bool = True, preprocess: bool = True):
+        """Probabilities (regression: values) at each input's size.
+
+        ``x``: raw images — a batch array ``(B, H, W, C)`` or a list of
+        ``(H, W, C)`` arrays of any sizes, uint8 or float — preprocessed with
+        :attr:`preprocessor` (``preprocess=False`` skips resizing and
+        normalisation; padding to the stride multiple still happens unless
+        ``pad=False``). A list gives a list back.
+        """
+        (out,) = self._run_raw(self._inference_model("prediction").predict, x, preprocess=preprocess, pad=pad,
+                               batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+        return out
+
+    def segment(self, x, threshold: float = 0.5, **kwargs):
+        """Label maps (eq. 10): threshold for K=1, argmax over classes for K>1,
+        at each input's size (a list in, a list out)."""
+        from keras_sl.postprocess import to_labels
+
+        probs = self.predict(x, **kwargs)
+        if isinstance(probs, list):
+            return [to_labels(p[None], threshold=threshold, data_format=self.data_format)[0] for p in probs]
+        return to_labels(probs, threshold=threshold, data_format=self.data_format)
+
+    # -- serialization ----------------------------------------------------------------------
+    def _preprocessor_config(self):
+        return keras.saving.serialize_keras_object(self.preprocessor)
+
+
+def _weak(model):
+    import weakref
+
+    return weakref.ref(model)

@@ -13,14 +13,20 @@ from keras_sl import backend_defaults
 backend_defaults.tune_allocator_on_import()
 
 from keras_sl import callbacks, data, distribute, interop, layers, losses, metrics, pqa, presets  # noqa: E402
+from keras_sl import preprocessing, tasks  # noqa: E402
 from keras_sl.models.sl_unet import SLUNet  # noqa: E402
 from keras_sl.models.unet import UNet  # noqa: E402
 from keras_sl.postprocess import to_labels  # noqa: E402
+from keras_sl.preprocessing import ImagePreprocessor  # noqa: E402
+from keras_sl.tasks import Segmenter, SLSegmenter  # noqa: E402
 from keras_sl.profiler import profile  # noqa: E402
 from keras_sl.version import __version__  # noqa: E402
 
 __all__ = [
+    "ImagePreprocessor",
+    "SLSegmenter",
     "SLUNet",
+    "Segmenter",
     "UNet",
     "__version__",
     "callbacks",
@@ -31,7 +37,9 @@ __all__ = [
     "losses",
     "metrics",
     "pqa",
+    "preprocessing",
     "presets",
     "profile",
+    "tasks",
     "to_labels",
 ]

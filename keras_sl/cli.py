@@ -49,56 +49,52 @@ def cmd_presets(args) -> int:
     return 0
 
 
-def _preset_io(preset: str):
-    """Model, input resolution and normalisation of a preset."""
-    from keras_sl.presets import load_preset
-
-    model = load_preset(preset)
-    meta = model.preset_metadata
-    size = meta.get("input_size")
-    return model, (tuple(size[:2]) if size else None), meta.get("normalization"), meta
-
-
 def cmd_evaluate(args) -> int:
-    import numpy as np
-
     from keras_sl.datasets import get as get_dataset
     from keras_sl.evaluation import evaluate_segmentation
+    from keras_sl.presets import load_preset
 
-    model, resolution, norm, meta = _preset_io(args.preset)
+    model = load_preset(args.preset)
+    meta = model.preset_metadata
     name = args.dataset or meta.get("dataset")
     ds = get_dataset(name, args.data)
     samples = ds.split(args.split)
     if args.limit:
         samples = samples[: args.limit]
-    result = evaluate_segmentation(model, ds, samples, resolution, norm)
+    result = evaluate_segmentation(model, ds, samples)  # through the preset's own preprocessor
     summary = {k: v for k, v in result.items() if k != "per_image"}
     summary.update(preset=args.preset, dataset=name, split=args.split)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({**summary, "per_image": result["per_image"]}, indent=2))
     if args.out:
-        from keras_sl.datasets.pipeline import resize_pair
-        from keras_sl.data.normalization import normalize
-        from keras_sl.visualize import save_scatter, save_slice_figure
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        rows = result["per_image"]
-        if rows and rows[0]["q"] is not None:
-            save_scatter(out / "pqa_scatter.png", [r["q"] for r in rows], [r["dice"] for r in rows],
-                         title=f"{args.preset} {name} {args.split}")
-            pairs = [ds.load(s) for s in samples[:4]]
-            size = resolution or pairs[0][0].shape[:2]
-            pairs = [resize_pair(i, m, size) for i, m in pairs]
-            x = normalize(np.stack([p[0] for p in pairs]), norm)
-            probs, q = model.predict_quality(x, verbose=0)
-            slices = model.predict_slices(x, verbose=0)
-            save_slice_figure(out / "slices.png", np.stack([p[0] for p in pairs]) / 255.0,
-                              np.stack([p[1] for p in pairs]), probs, np.asarray(slices),
-                              model.selected_slices, q, [r["dice"] for r in rows[:4]])
+        _evaluation_figures(model, ds, samples, result["per_image"], Path(args.out),
+                            title=f"{args.preset} {name} {args.split}")
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _evaluation_figures(model, ds, samples, rows, out: Path, title: str) -> None:
+    """Q-vs-Dice scatter plot and a per-slice figure of the first 4 images
+    (at the network's input size, as the model sees them)."""
+    import numpy as np
+
+    from keras_sl.visualize import save_scatter, save_slice_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not rows or rows[0]["q"] is None:
+        return
+    save_scatter(out / "pqa_scatter.png", [r["q"] for r in rows], [r["dice"] for r in rows], title=title)
+    pre = model.preprocessor
+    loaded = [ds.load(s) for s in samples[:4]]
+    size = pre.image_size or pre.spatial_shape(loaded[0][0])
+    pairs = [(pre.resize(image, size), pre.resize_mask(mask, size)) for image, mask in loaded]
+    images = np.stack([p[0] for p in pairs])
+    probs, q = model.predict_quality(images, verbose=0)
+    slices = model.predict_slices(images, verbose=0)
+    shown = images / 255.0 if images.dtype == np.uint8 else images
+    save_slice_figure(out / "slices.png", shown, np.stack([p[1] for p in pairs]), probs, np.asarray(slices),
+                      model.selected_slices, q, [r["dice"] for r in rows[:4]])
 
 
 def cmd_predict(args) -> int:
@@ -106,15 +102,17 @@ def cmd_predict(args) -> int:
 
     from keras_sl.datasets.base import Dataset
     from keras_sl.evaluation import predict_image
+    from keras_sl.presets import load_preset
 
-    model, resolution, norm, meta = _preset_io(args.preset)
+    model = load_preset(args.preset)
+    meta = model.preset_metadata
     threshold = args.q_threshold if args.q_threshold is not None else meta.get("pqa_threshold", DEFAULT_Q_THRESHOLD)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for path in args.images:
         image = Dataset.read_image(path)
-        prob, q = predict_image(model, image, resolution, norm)
+        prob, q = predict_image(model, image)  # the same call as model.predict_quality([image])
         mask = ((prob[..., 0] > 0.5) * 255).astype("uint8")
         target = out / f"{Path(path).stem}_mask.png"
         Image.fromarray(mask).save(target)

@@ -1,60 +1,52 @@
-"""Evaluate segmentation models on dataset splits at the labels' resolution."""
+"""Evaluate segmentation models on dataset splits at the labels' resolution.
+
+Images go through the model's own preprocessor (:meth:`Task.predict` on raw
+images), exactly as ``model.predict`` and ``keras-sl predict`` run them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-from keras_sl.data.normalization import normalize
 from keras_sl.metrics import dice_per_image, iou_per_image
 from keras_sl.pqa import correlation
 
 
-def _resize_prob(prob: np.ndarray, size_hw) -> np.ndarray:
-    h, w = size_hw
-    if prob.shape[:2] == (h, w):
-        return prob
-    return np.asarray(Image.fromarray(prob[..., 0].astype("float32"), mode="F").resize((w, h), Image.BILINEAR))[..., None]
-
-
-def predict_image(model, image: np.ndarray, resolution=None, normalization=None):
-    """Probability map ``(H, W, 1)`` at the image's own size, and Q (SL models).
-
-    The image is resized to ``resolution`` (or padded to the stride multiple
-    when ``resolution`` is None), predicted, and the probabilities are
-    resized back.
-    """
-    from keras_sl.datasets.pipeline import resize_pair
-
-    h, w = image.shape[:2]
-    x = image if resolution is None else resize_pair(image, None, tuple(resolution))[0]
-    x = normalize(x[None], normalization)
-    q = None
+def predict_images(model, images, batch_size: int | None = None):
+    """Probability maps ``(H, W, K)`` at each image's own size and Q per image
+    (None for models without PQA) for a list of raw images."""
     if hasattr(model, "predict_quality"):
-        prob, q = model.predict_quality(x, verbose=0)
-        q = float(q[0])
-    else:
-        logits = np.asarray(model.predict(x, verbose=0))
-        prob = 1.0 / (1.0 + np.exp(-logits))
-    return _resize_prob(np.asarray(prob[0]), (h, w)), q
+        probs, q = model.predict_quality(list(images), batch_size=batch_size, verbose=0)
+        return probs, [float(v) for v in q]
+    probs = model.predict(list(images), batch_size=batch_size, verbose=0)
+    return probs, [None] * len(probs)
 
 
-def evaluate_segmentation(model, dataset, samples, resolution=None, normalization=None, threshold: float = 0.5) -> dict:
+def predict_image(model, image: np.ndarray):
+    """Probability map ``(H, W, K)`` of one raw image at its own size, and Q."""
+    probs, q = predict_images(model, [image])
+    return probs[0], q[0]
+
+
+def evaluate_segmentation(model, dataset, samples, threshold: float = 0.5, chunk: int = 16) -> dict:
     """Per-image Dice/IoU at the original label size, Q and PQA correlations.
 
     Returns ``{"dice", "iou", "n", "per_image": [...], "pqa_pearson", ...}``.
+    Images are read and predicted ``chunk`` at a time.
     """
     rows = []
-    for sample in samples:
-        image, mask = dataset.load(sample)
-        prob, q = predict_image(model, image, resolution, normalization)
-        d = float(dice_per_image(mask[None], prob[None], threshold=threshold)[0])
-        i = float(iou_per_image(mask[None], prob[None], threshold=threshold)[0])
-        rows.append({"id": sample.id, "dice": d, "iou": i, "q": q})
+    for start in range(0, len(samples), chunk):
+        part = samples[start : start + chunk]
+        pairs = [dataset.load(s) for s in part]
+        probs, qs = predict_images(model, [image for image, _ in pairs])
+        for sample, (_, mask), prob, q in zip(part, pairs, probs, qs):
+            d = float(dice_per_image(mask[None], prob[None], threshold=threshold)[0])
+            i = float(iou_per_image(mask[None], prob[None], threshold=threshold)[0])
+            rows.append({"id": sample.id, "dice": d, "iou": i, "q": q})
     dice = np.array([r["dice"] for r in rows])
     out = {
-        "dice": float(dice.mean()),
-        "iou": float(np.mean([r["iou"] for r in rows])),
+        "dice": float(dice.mean()) if rows else float("nan"),
+        "iou": float(np.mean([r["iou"] for r in rows])) if rows else float("nan"),
         "n": len(rows),
         "per_image": rows,
     }

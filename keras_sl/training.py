@@ -15,6 +15,8 @@ from keras_sl.data.normalization import IMAGENET
 from keras_sl.datasets import SegmentationLoader, get as get_dataset
 from keras_sl.evaluation import evaluate_segmentation
 from keras_sl.metrics import Dice
+from keras_sl.preprocessing import ImagePreprocessor
+from keras_sl.tasks import Segmenter
 from keras_sl.models.sl_unet import SLUNet
 from keras_sl.models.unet import UNet
 from keras_sl.profiler import UNET_CHANNELS
@@ -25,8 +27,9 @@ def build_model(model: str, levels: int, num_res_units: int, num_classes: int = 
     if model == "sl_unet":
         return SLUNet(num_classes=num_classes, levels=levels, num_res_units=num_res_units, name=f"sl_unet_{levels}l{num_res_units}r")
     if model == "unet":
-        return UNet(2, 3, num_classes, UNET_CHANNELS[levels], (2,) * (levels - 1), num_res_units=num_res_units,
-                    name=f"unet_{levels}l{num_res_units}r")
+        network = UNet(2, 3, num_classes, UNET_CHANNELS[levels], (2,) * (levels - 1), num_res_units=num_res_units,
+                       name="backbone")
+        return Segmenter(network, name=f"unet_{levels}l{num_res_units}r")
     raise ValueError(f"model must be 'sl_unet' or 'unet', got {model!r}.")
 
 
@@ -72,11 +75,11 @@ def train_segmentation(
         replicas = scope.enter_context(parallel())
         if verbose:
             print(f"Data-parallel training on {replicas} device(s).")
-    if init_preset:  # fine-tune: architecture and weights of a preset
+    if init_preset:  # fine-tune: architecture, weights and preprocessing of a preset
         from keras_sl.presets import load_preset
 
         net = load_preset(init_preset)
-        normalization = net.preset_metadata.get("normalization", normalization)
+        normalization = net.preprocessor.normalization
         model = "sl_unet" if isinstance(net, SLUNet) else "unet"
     else:
         net = build_model(model, levels, num_res_units)
@@ -84,7 +87,9 @@ def train_segmentation(
     if resolution % stride:
         raise ValueError(f"resolution {resolution} must be a multiple of the network stride {stride}.")
     size = (resolution, resolution)
-    train = SegmentationLoader(ds, ds.split("train"), batch_size, size, normalization, augment=True,
+    # Training, the test evaluation and every later predict share this preprocessor.
+    net.preprocessor = ImagePreprocessor.from_normalization(normalization, image_size=size)
+    train = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor, augment=True,
                                scales=(0.75, 1.0, 1.25) if multiscale else (1.0,),
                                seed=seed, cache=True, workers=2)
     steps = len(train)
@@ -96,8 +101,8 @@ def train_segmentation(
     ]
     if isinstance(net, SLUNet):
         net.compile(optimizer=optimizer)
-        selection_data = SegmentationLoader(ds, ds.split("train"), batch_size, size, normalization, augment=False,
-                                            cache=True, workers=2)
+        selection_data = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor,
+                                            augment=False, cache=True, workers=2)
         callbacks.append(SliceSelection(selection_data, verbose=verbose))
     else:
         net.compile(optimizer=optimizer, loss=sl_losses.StructureLoss(), metrics=[Dice(from_logits=True)],
@@ -107,7 +112,7 @@ def train_segmentation(
     train_seconds = time.perf_counter() - start
     net.save_weights(out / "final.weights.h5")
 
-    test = evaluate_segmentation(net, ds, ds.split("test"), size, normalization)
+    test = evaluate_segmentation(net, ds, ds.split("test"))
     scope.close()  # the distribution stays active through fit and evaluation
     results = {
         "dataset": dataset, "model": model, "levels": levels, "num_res_units": num_res_units,

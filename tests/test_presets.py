@@ -121,10 +121,10 @@ def test_archive_url_download(trained_preset, tmp_path, monkeypatch):
 
 def _preset_cells(meta, count: int, size: int, seed: int):
     """``count`` synthetic cell images as 8-bit RGB, normalised as the preset says."""
-    from keras_sl.data import make_cells, normalize
+    from keras_sl.data import make_cells
 
     x, _ = make_cells(count, size, seed=seed)
-    return normalize((x * 255).round(), meta["normalization"])
+    return (x * 255).round().astype("uint8")  # raw images: the preset's preprocessor normalises
 
 
 def _check_sl_reference(model, q_expected, mean_expected, size: int = 256, seed: int = 11, q_atol: float = 3e-3):
@@ -161,21 +161,26 @@ def test_builtin_dsb2018_reference_output_and_any_size():
     """The dsb2018 preset (trained on real data) offline on this backend."""
     from PIL import Image
 
-    from keras_sl.data import make_cells, normalize
+    from keras_sl.data import make_cells
     from keras_sl.evaluation import predict_image
 
     model = keras_sl.SLUNet.from_preset("dsb2018")
     meta = model.preset_metadata
     assert meta["input_size"] == [96, 96, 3] and meta["metrics"]["test_dice"] > 0.85
     x, _ = make_cells(2, 96, seed=7)
-    probs, q = model.predict_quality(normalize((x * 255).round(), meta["normalization"]), verbose=0)
+    probs, q = model.predict_quality((x * 255).round().astype("uint8"), verbose=0)  # raw uint8
     # reference values recorded with the TensorFlow backend when the preset was made
     np.testing.assert_allclose(q, [0.8625, 0.8535], atol=2e-3)
     np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.20591, 0.23270], atol=1e-3)
     # a "full-resolution" image of arbitrary size gives a mask of that size
     big = np.asarray(Image.fromarray((x[0] * 255).astype("uint8")).resize((333, 250)))
-    prob, q_big = predict_image(model, big, (96, 96), meta["normalization"])
+    prob, q_big = predict_image(model, big)
     assert prob.shape == (250, 333, 1)
+    # the CLI's path and model.predict_quality on a list of raw images are one path
+    probs_list, q_list = model.predict_quality([big, (x[1] * 255).astype("uint8")], verbose=0)
+    assert [p.shape for p in probs_list] == [(250, 333, 1), (96, 96, 1)]
+    np.testing.assert_allclose(probs_list[0], prob, atol=1e-4)  # batch of 2 vs 1: float rounding
+    assert abs(q_list[0] - q_big) < 1e-4
     assert abs(q_big - 0.876) < 5e-3 and abs(float(prob.mean()) - 0.22177) < 2e-3
 
 
@@ -217,10 +222,10 @@ def test_builtin_kvasir_8l1r_reference_output():
 
 def test_builtin_kvasir_unet_baseline_reference_output():
     """The 2-D UNet 5L/1Res trained with the same Kvasir recipe (Table III baseline)."""
-    model = keras_sl.UNet.from_preset("kvasir_unet_5l1r")
+    model = keras_sl.Segmenter.from_preset("kvasir_unet_5l1r")
     meta = model.preset_metadata
-    assert model.count_params() == 3352215 and meta["epochs"] == 40 and meta["input_size"] == [256, 256, 3]
+    assert isinstance(model.backbone, keras_sl.UNet) and model.count_params() == 3352215 and meta["epochs"] == 40 and meta["input_size"] == [256, 256, 3]
     assert meta["paper"]["dice_table_iii"] == 0.5262 and "Kvasir-SEG" in meta["license"]
-    logits = np.asarray(model.predict(_preset_cells(meta, 2, 256, seed=11), verbose=0))
+    probs = np.asarray(model.predict(_preset_cells(meta, 2, 256, seed=11), verbose=0))
     # reference values recorded with the TensorFlow backend when the preset was made
-    np.testing.assert_allclose((1 / (1 + np.exp(-logits))).mean(axis=(1, 2, 3)), [0.18659, 0.13094], atol=1e-3)
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.18659, 0.13094], atol=1e-3)

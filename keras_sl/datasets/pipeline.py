@@ -9,7 +9,6 @@ import keras
 import numpy as np
 from PIL import Image
 
-from keras_sl.data.normalization import normalize
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]):
@@ -43,6 +42,10 @@ def zoom_pair(image: np.ndarray, mask: np.ndarray, scale: float, size: tuple[int
 class SegmentationLoader(keras.utils.PyDataset):
     """Batches of ``(normalised images, masks)`` read from a keras_sl dataset.
 
+    Images are resized and normalised by ``preprocessor`` — pass the model's
+    (``model.preprocessor``; ``fit`` refuses a loader built with another), or
+    ``image_size`` and ``normalization`` to build one.
+
     Decodes files on demand (``workers`` threads in parallel) — nothing
     requires the whole dataset in memory; ``cache=True`` keeps the decoded,
     resized pairs of small datasets. Training augmentation: random
@@ -55,7 +58,7 @@ class SegmentationLoader(keras.utils.PyDataset):
 
         ds = keras_sl.datasets.KvasirSEG("data/kvasir-seg")
         train = SegmentationLoader(ds, ds.split("train"), batch_size=8,
-                                   image_size=(256, 256), augment=True)
+                                   preprocessor=model.preprocessor, augment=True)
         model.fit(train, epochs=40)
     """
 
@@ -67,6 +70,7 @@ class SegmentationLoader(keras.utils.PyDataset):
         image_size: tuple[int, int] | None = (256, 256),
         normalization: dict | None = None,
         augment: bool = False,
+        preprocessor=None,
         scales: Sequence[float] = (0.75, 1.0, 1.25),
         shuffle: bool | None = None,
         seed: int = 0,
@@ -80,8 +84,15 @@ class SegmentationLoader(keras.utils.PyDataset):
         self.dataset = dataset
         self.samples = list(samples)
         self.batch_size = int(batch_size)
-        self.image_size = tuple(image_size) if image_size else None
-        self.normalization = normalization
+        if preprocessor is None:
+            from keras_sl.preprocessing import ImagePreprocessor
+
+            preprocessor = ImagePreprocessor.from_normalization(normalization, image_size=image_size)
+        #: The model's preprocessor (``model.preprocessor``): resizing and
+        #: normalisation here are exactly those of ``model.predict``.
+        self.preprocessor = preprocessor
+        self.image_size = preprocessor.image_size
+        self.normalization = preprocessor.normalization
         self.augment = augment
         self.scales = tuple(scales) if augment else (1.0,)
         self.shuffle = augment if shuffle is None else shuffle
@@ -106,9 +117,7 @@ class SegmentationLoader(keras.utils.PyDataset):
     def _pair(self, i: int):
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        image, mask = self.dataset.load(self.samples[i])
-        if self.image_size:
-            image, mask = resize_pair(image, mask, self.image_size)
+        image, mask = self.preprocessor.prepare_pair(*self.dataset.load(self.samples[i]))
         if self._cache is not None:
             self._cache[i] = (image, mask)
         return image, mask
@@ -133,4 +142,4 @@ class SegmentationLoader(keras.utils.PyDataset):
             flip_v = rng.random(len(x)) < 0.5
             x[flip_h], y[flip_h] = x[flip_h, :, ::-1], y[flip_h, :, ::-1]
             x[flip_v], y[flip_v] = x[flip_v, ::-1], y[flip_v, ::-1]
-        return normalize(x, self.normalization), y
+        return self.preprocessor.normalize(x), y

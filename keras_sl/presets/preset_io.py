@@ -152,6 +152,11 @@ def save_preset(model: keras.Model, preset_dir: os.PathLike, metadata: dict | No
     weights = folder / WEIGHTS_FILE
     _without_optimizer(model).save_weights(weights)
     meta = dict(metadata or {})
+    pre = getattr(model, "preprocessor", None)
+    if pre is not None:  # the same facts as the config's preprocessor, for readers of the metadata
+        if pre.image_size is not None:
+            meta.setdefault("input_size", [*pre.image_size, model.in_channels])
+        meta.setdefault("normalization", pre.normalization)
     meta.update(
         {
             "class_name": type(model).__name__,
@@ -188,14 +193,15 @@ def load_preset(preset, cls=None, load_weights: bool = True, **overrides) -> ker
         raise ValueError(f"{folder} is not a preset folder: it has no {CONFIG_FILE}.")
     config = json.loads(config_path.read_text())
     meta = read_metadata(folder)
-    if cls is not None and config.get("class_name") != cls.__name__:
+    _add_legacy_preprocessor(config, meta)
+    if overrides:
+        config["config"].update(overrides)
+    model = keras.saving.deserialize_keras_object(config)
+    if cls is not None and not isinstance(model, cls):
         raise ValueError(
             f"Preset {str(preset)!r} holds a {config.get('class_name')}, not a {cls.__name__}; "
             f"load it with keras_sl.{config.get('class_name')}.from_preset()."
         )
-    if overrides:
-        config["config"].update(overrides)
-    model = keras.saving.deserialize_keras_object(config)
     if load_weights:
         weights = folder / WEIGHTS_FILE
         if not weights.is_file():
@@ -219,6 +225,28 @@ def load_preset(preset, cls=None, load_weights: bool = True, **overrides) -> ker
             ) from err
     model.preset_metadata = meta
     return model
+
+
+def _add_legacy_preprocessor(config: dict, meta: dict) -> None:
+    """Presets saved before tasks carried a preprocessor kept the input size
+    and normalisation in their metadata only: build the preprocessor from it."""
+    inner = config.get("config", {})
+    if "preprocessor" in inner or config.get("class_name") not in _TASK_CLASSES:
+        return
+    if not (meta.get("normalization") or meta.get("input_size")):
+        return
+    from keras_sl.preprocessing import ImagePreprocessor
+
+    size = meta.get("input_size")
+    pre = ImagePreprocessor.from_normalization(
+        meta.get("normalization"), image_size=size[:2] if size else None,
+        data_format=inner.get("data_format") or None,
+    )
+    inner["preprocessor"] = keras.saving.serialize_keras_object(pre)
+
+
+#: Classes whose config takes a ``preprocessor`` (tasks).
+_TASK_CLASSES = ("SLUNet", "SLSegmenter", "Segmenter")
 
 
 def _version() -> str:

@@ -1,0 +1,102 @@
+"""Standard tests a keras_sl layer or task gets in a few lines (like keras-hub's TestCase).
+
+Example::
+
+    from harness import run_task_tests
+
+    def test_my_family(tmp_path):
+        run_task_tests(lambda: MySegmenter(...), raw_images, tmp_path)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _outputs(model, images):
+    """What a task predicts for raw images (probabilities, plus Q for SL tasks)."""
+    if hasattr(model, "predict_quality"):
+        probs, q = model.predict_quality(images, verbose=0)
+        return [np.asarray(probs), np.asarray(q)]
+    return [np.asarray(model.predict(images, verbose=0))]
+
+
+def _assert_same(a, b, atol, what):
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=atol, err_msg=what)
+
+
+def run_layer_test(layer, input_shape, expected_output_shape=None, atol: float = 1e-6):
+    """Call, ``compute_output_shape``, config round trip (same outputs after
+    copying the weights) for a layer on this backend."""
+    x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    shape = tuple(layer.compute_output_shape(input_shape))
+    assert tuple(y.shape) == shape, (y.shape, shape)
+    if expected_output_shape is not None:
+        assert tuple(y.shape) == tuple(expected_output_shape)
+    clone = type(layer).from_config(layer.get_config())
+    clone(x)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)), y, atol=atol)
+    return y
+
+
+def run_task_tests(make_model, images, tmp_path, atol: float = 1e-5, cross_backend: bool = False):
+    """Config, ``.keras`` and preset round trips of a task on raw ``images``:
+    each reload predicts what the original does and keeps its preprocessor.
+    ``cross_backend=True`` also loads the preset saved here under the other
+    backends (subprocesses; slow)."""
+    model = make_model()
+    ref = _outputs(model, images)
+
+    clone = type(model).from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    _assert_same(_outputs(clone, images), ref, atol, "config round trip")
+    assert clone.preprocessor == model.preprocessor
+
+    path = Path(tmp_path) / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    _assert_same(_outputs(loaded, images), ref, atol, ".keras round trip")
+    assert loaded.preprocessor == model.preprocessor
+
+    preset = Path(tmp_path) / "preset"
+    model.save_to_preset(preset)
+    restored = type(model).from_preset(preset)
+    _assert_same(_outputs(restored, images), ref, atol, "preset round trip")
+    assert restored.preprocessor == model.preprocessor
+
+    if cross_backend:
+        np.save(Path(tmp_path) / "images.npy", np.asarray(images))
+        for backend in ("tensorflow", "jax", "torch"):
+            if backend == keras.backend.backend():
+                continue
+            out = Path(tmp_path) / f"{backend}.npz"
+            code = textwrap.dedent(f"""
+                import numpy as np, keras_sl
+                from keras_sl.presets import load_preset
+                m = load_preset({str(preset)!r})
+                x = np.load({str(Path(tmp_path) / 'images.npy')!r})
+                outs = [m.predict_quality(x, verbose=0)] if hasattr(m, 'predict_quality') else [[m.predict(x, verbose=0)]]
+                np.savez({str(out)!r}, *[np.asarray(o) for o in outs[0]])
+            """)
+            env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+            subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=600)
+            with np.load(out) as got:
+                _assert_same([got[k] for k in sorted(got.files)], ref, 1e-4, f"preset loaded on {backend}")
+    return model, ref
+
+
+def metadata(preset_dir) -> dict:
+    return json.loads((Path(preset_dir) / "metadata.json").read_text())

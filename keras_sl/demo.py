@@ -16,6 +16,7 @@ from keras_sl.callbacks import SliceSelection
 from keras_sl.data import IDENTITY, make_cells
 from keras_sl.metrics import dice_per_image, iou_per_image
 from keras_sl.models.sl_unet import SLUNet
+from keras_sl.preprocessing import ImagePreprocessor
 from keras_sl.pqa import correlation
 from keras_sl.visualize import save_slice_figure
 
@@ -43,7 +44,9 @@ def run_demo(
     x_train, y_train = make_cells(n_train, size, seed=seed)
     x_test, y_test = make_cells(n_test, size, seed=seed + 10_000)
 
-    model = SLUNet(levels=5, num_res_units=1, input_shape=(size, size, 3), name="sl_unet_demo")
+    # Images in [0, 1] at size x size: the preprocessor resizes others to it.
+    model = SLUNet(levels=5, num_res_units=1, input_shape=(size, size, 3), name="sl_unet_demo",
+                   preprocessor=ImagePreprocessor(image_size=(size, size)))
     model.compile()
     selection = SliceSelection((x_train, y_train), verbose=verbose)
     start = time.perf_counter()

@@ -9,14 +9,19 @@ from keras import ops
 from keras_sl.utils.checks import check_binary_mask
 
 
-def _batches(data, batch_size: int):
-    """Yield ``(x, y)`` numpy batches from arrays, a PyDataset or an iterable."""
+def _batches(data, batch_size: int, model=None):
+    """Yield network-ready ``(x, y)`` numpy batches from raw arrays (through the
+    model's preprocessor, as ``fit`` does), a PyDataset or an iterable (fed as
+    they are, like ``fit`` feeds them)."""
     if isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[0], np.ndarray):
         x, y = np.asarray(data[0]), np.asarray(data[1])
         if len(x) != len(y):
             raise ValueError(f"x and y have different lengths: {len(x)} and {len(y)}.")
         for i in range(0, len(x), batch_size):
-            yield x[i : i + batch_size], y[i : i + batch_size]
+            bx, by = x[i : i + batch_size], y[i : i + batch_size]
+            if hasattr(model, "prepare_training_arrays"):
+                bx, by = model.prepare_training_arrays(bx, by)
+            yield bx, by
         return
     if isinstance(data, keras.utils.PyDataset):
         for i in range(len(data)):
@@ -41,10 +46,13 @@ def slice_losses(model, data, loss=None, batch_size: int = 8) -> np.ndarray:
     if not isinstance(loss, SliceSupervision):
         loss = SliceSupervision(StructureLoss(), data_format=model.data_format)
     total, count = None, 0
-    for x, y in _batches(data, batch_size):
+    if hasattr(model, "_check_loader"):
+        model._check_loader(data)
+    for x, y in _batches(data, batch_size, model):
         if getattr(model, "activation", None) == "sigmoid":
             check_binary_mask(y, "SliceSelection masks")
-        logits = model.predict_slices(x, verbose=0, pad=False)
+        already = {"preprocess": False} if hasattr(model, "preprocessor") else {}  # batches are network-ready
+        logits = model.predict_slices(x, verbose=0, pad=False, **already)
         per = np.asarray(ops.convert_to_numpy(loss.per_slice(y, logits)), dtype="float64")
         total = per.sum(0) if total is None else total + per.sum(0)
         count += per.shape[0]

@@ -196,20 +196,25 @@ class Task(SLModel):
         if not preprocess:
             pre = ImagePreprocessor(data_format=self.data_format)
             pre.pad_multiple = self.stride_multiple
+        if isinstance(x, np.ndarray):  # rank and channels, before the batch is split into images
+            self._check(x.shape, divisible=False)
         images, _ = pre.split_images(x)
         if not images:
             raise ValueError(
                 "predict got an empty batch (0 images); pass at least one image, e.g. x[:1] or x[None] for one."
             )
-        if not pad:
-            multiple, pre.pad_multiple = pre.pad_multiple, None
         for image in images:
             self._check((1, *image.shape), divisible=False)
+        if not pad:
+            multiple, pre.pad_multiple = pre.pad_multiple, None
         try:
             prepared = pre.prepare(x)
         finally:
             if not pad:
                 pre.pad_multiple = multiple
+        if not pad:
+            for _, batch in prepared.groups:
+                self._check(batch.shape)
         results = [[None] * prepared.count for _ in range(n_outputs)]
         for indices, batch in prepared.groups:
             out = fn(batch, **kwargs)

@@ -214,6 +214,15 @@ class ImagePreprocessor:
 
     def prepare(self, images) -> PreparedBatch:
         """Resize, normalise and pad raw images into network-ready batches."""
+        if isinstance(images, np.ndarray) and images.ndim >= 3 and len(images) and (
+                self.image_size is None or self.spatial_shape(images[0]) == self.image_size):
+            # One batch that needs no resizing: normalise and pad it whole.
+            size = self.spatial_shape(images[0])
+            x = self.normalize(images)
+            if self.pad_multiple:
+                x, _ = pad_to_multiple(x, self.pad_multiple, self.data_format, mode=self.pad_mode)
+            n = len(images)
+            return PreparedBatch([(list(range(n)), x)], [size] * n, [size] * n, False)
         items, was_list = self.split_images(images)
         groups: dict[tuple, list] = {}
         sizes, resized = [], []

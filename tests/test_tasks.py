@@ -84,6 +84,16 @@ def test_fit_uses_the_preprocessor_and_refuses_a_foreign_loader(tmp_path):
         model.fit(other, epochs=1, verbose=0)
     same = SegmentationLoader(Tiny(), [0, 1], batch_size=2, preprocessor=model.preprocessor)
     model.fit(same, epochs=1, verbose=0)
+    # slice selection on raw data goes through the same preprocessor: arrays, lists of any sizes, loaders
+    from keras_sl.callbacks import slice_losses
+
+    by_array = slice_losses(model, (images, masks))
+    by_list = slice_losses(model, (list(images), list(masks)))
+    by_loader = slice_losses(model, same)
+    np.testing.assert_allclose(by_list, by_array, rtol=1e-5)
+    assert by_loader.shape == (4,) and np.isfinite(by_loader).all()
+    sizes = [images[0], images[1, :36, :30]]
+    assert np.isfinite(slice_losses(model, (sizes, [masks[0], masks[1, :36, :30]]), batch_size=1)).all()
 
 
 def test_plain_segmenter_is_the_2d_twin():

@@ -9,19 +9,24 @@ from keras import ops
 from keras_sl.utils.checks import check_binary_mask
 
 
+def _images(x) -> bool:
+    """A batch array, or a list (not a tuple: that is a batch) of image arrays."""
+    return isinstance(x, np.ndarray) or (isinstance(x, list) and bool(x) and all(isinstance(i, np.ndarray) for i in x))
+
+
 def _batches(data, batch_size: int, model=None):
     """Yield network-ready ``(x, y)`` numpy batches from raw arrays (through the
     model's preprocessor, as ``fit`` does), a PyDataset or an iterable (fed as
     they are, like ``fit`` feeds them)."""
-    if isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[0], np.ndarray):
-        x, y = np.asarray(data[0]), np.asarray(data[1])
+    if isinstance(data, (tuple, list)) and len(data) >= 2 and _images(data[0]):
+        x, y = data[0], data[1]  # arrays, or lists of images (as fit takes them)
         if len(x) != len(y):
             raise ValueError(f"x and y have different lengths: {len(x)} and {len(y)}.")
         for i in range(0, len(x), batch_size):
             bx, by = x[i : i + batch_size], y[i : i + batch_size]
             if hasattr(model, "prepare_training_arrays"):
                 bx, by = model.prepare_training_arrays(bx, by)
-            yield bx, by
+            yield np.asarray(bx), np.asarray(by)
         return
     if isinstance(data, keras.utils.PyDataset):
         for i in range(len(data)):

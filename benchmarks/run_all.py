@@ -98,10 +98,11 @@ def _backend(report: dict) -> str:
     return backend if jit == "auto" else f"{backend} (jit_compile={jit})"
 
 
-def _split(model: str) -> tuple[str, str]:
-    """``"sl_unet_5l1r"`` -> ``("sl_unet", "5l1r")``."""
-    kind, _, config = model.rpartition("_")
-    return kind, config
+def _spec(model: str):
+    """The keras_sl.registry entry of a model name (family, variant, twin); None if unregistered."""
+    from keras_sl import registry
+
+    return registry.parse(model) if model in registry.names() else None
 
 
 def _fmt(value, spec: str = ".3f", missing: str = "-") -> str:
@@ -125,21 +126,21 @@ def sl_unet_ratios(rows: list[dict]) -> dict:
     medians = {(r["backend"], r["mode"], r["resolution"], r["batch"], r["model"]): r["median_s"] for r in rows}
     out: dict = {}
     for (backend, mode, res, batch, model), t in medians.items():
-        kind, config = _split(model)
-        if kind != "sl_unet":
+        spec = _spec(model)
+        if spec is None or spec.family != "sl_unet":
             continue
-        unet = medians.get((backend, mode, res, batch, f"unet_{config}"))
+        unet = medians.get((backend, mode, res, batch, spec.twin))
         if unet:
-            out.setdefault((backend, mode, res, batch), {})[config] = t / unet
+            out.setdefault((backend, mode, res, batch), {})[spec.variant] = t / unet
     return out
 
 
-def _config_order(config: str) -> tuple:
-    levels, _, res = config.rstrip("r").partition("l")
-    try:
-        return int(levels), int(res)
-    except ValueError:
-        return 99, 99
+def _config_order(config: str) -> int:
+    """SL-UNet configurations ("5l1r", ...) in the registry's order."""
+    from keras_sl import registry
+
+    variants = [spec.variant for spec in registry.specs("sl_unet")]
+    return variants.index(config) if config in variants else len(variants)
 
 
 def format_markdown(reports: list[dict], command: str | None = None) -> str:
@@ -340,10 +341,58 @@ def format_markdown(reports: list[dict], command: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_readme(reports: list[dict], path: Path, command: str | None = None) -> Path:
+MONAI_JSON = "monai_comparison.json"
+
+
+def run_monai(args, results_dir: Path) -> Path | None:
+    """``benchmarks/monai_comparison.py`` under torch (keras_sl vs the paper's MONAI stack)."""
+    out = results_dir / MONAI_JSON
+    cmd = [sys.executable, str(HERE / "monai_comparison.py"), "--resolution", str(args.resolution),
+           "--batch", str(args.batch), "--rounds", str(args.monai_rounds), "--json", str(out)]
+    print("+ KERAS_BACKEND=torch " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    done = subprocess.run(cmd, env=dict(os.environ, KERAS_BACKEND="torch"))
+    return out if done.returncode == 0 and out.is_file() else None
+
+
+def format_monai(report: dict) -> str:
+    """The keras_sl-vs-MONAI section of the report, from its JSON."""
+    m, c, st = report["machine"], report["check"], report["settings"]
+    lines = [
+        "## keras_sl vs MONAI (the paper's own stack)",
+        "",
+        "keras_sl's SL-UNet 5L/1Res against `monai.networks.nets.UNet(spatial_dims=3, in_channels=3, "
+        "out_channels=1, channels=(8,)*5, strides=(2,)*4, num_res_units=1)` in plain PyTorch on the lifted "
+        "image, same weights, one process, calls interleaved (both warmed up); **ratio** = median of the "
+        "per-round keras_sl / MONAI times. Inference: keras_sl `predict` graph vs MONAI in eval mode under "
+        "`torch.inference_mode()` (lift, network, sum of the 5 selected slices, sigmoid). Train step: keras_sl "
+        "`train_on_batch` (`compile()` defaults) vs MONAI forward + the same structure loss on every slice + "
+        "backward + `clip_grad_value_(0.5)` + AdamW.",
+        "",
+        f"Measured {m.get('date', '?')} with `{report['command']}` (torch {m.get('backend_version')}, "
+        f"{m.get('torch_threads')} threads, MONAI {m.get('monai')}; load average {m.get('loadavg_start')} -> "
+        f"{m.get('loadavg_end')}). Same function: max |diff| {c['lifted_logits_max_abs_diff']:.1e} on the lifted "
+        f"logits, {c['prediction_max_abs_diff']:.1e} on the predictions.",
+        "",
+        f"| {st['batch']}x{st['resolution']}x{st['resolution']} | keras_sl median s | MONAI median s | ratio | "
+        "quartiles |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in report["rows"]:
+        q1, q3 = r["ratio_quartiles"]
+        title = "inference" if r["mode"] == "infer" else "train step"
+        lines.append(f"| {title} | {r['keras_sl_median_s']:.4f} | {r['monai_median_s']:.4f} | "
+                     f"**{r['ratio_median']:.2f}** | {q1:.2f}-{q3:.2f} |")
+    lines += ["", f"Raw per-round times: `results/{MONAI_JSON}`.", ""]
+    return "\n".join(lines)
+
+
+def write_readme(reports: list[dict], path: Path, command: str | None = None, monai: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(format_markdown(reports, command))
+    text = format_markdown(reports, command)
+    if monai is not None:
+        text = text.rstrip("\n") + "\n\n" + format_monai(monai)
+    path.write_text(text)
     return path
 
 
@@ -367,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default=str(HERE / "results"), help="per-backend JSON folder")
     p.add_argument("--out", default=str(HERE / "README.md"), help="markdown report")
     p.add_argument("--report-only", action="store_true", help="skip running; rebuild the report from the JSON files")
+    p.add_argument("--monai-rounds", type=int, default=15, metavar="ROUNDS",
+                   help="also run benchmarks/monai_comparison.py under torch with this many interleaved rounds "
+                        "(0: skip; its last JSON is still reported)")
     return p
 
 
@@ -385,7 +437,8 @@ def main(argv=None) -> int:
     results_dir = Path(args.results_dir)
     failed = []
     if args.report_only and args.backends is None:
-        paths = sorted(results_dir.glob("*.json"))  # whatever the last run wrote, torch:true included
+        # whatever the last run wrote, torch:true included
+        paths = sorted(p for p in results_dir.glob("*.json") if p.name != MONAI_JSON)
     else:
         runs = [parse_run(b, args.jit_compile) for b in (args.backends or ",".join(BACKENDS)).split(",")
                 if b.strip()]
@@ -405,7 +458,11 @@ def main(argv=None) -> int:
     else:
         command = "python benchmarks/run_all.py" + "".join(" " + shlex.quote(a) for a in argv)
         record_command(paths, command)
-    out = write_readme(reports, Path(args.out), command)
+    if not args.report_only and args.monai_rounds > 0 and run_monai(args, results_dir) is None:
+        failed.append("monai_comparison")
+    monai_path = results_dir / MONAI_JSON
+    monai = json.loads(monai_path.read_text()) if monai_path.is_file() else None
+    out = write_readme(reports, Path(args.out), command, monai)
     print(f"\nwrote {out}" + (f"; failed backends: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -1,5 +1,11 @@
 """keras_sl: Spatial Lifting (SL) dense prediction for Keras 3.
 
+Importing keras_sl imports Keras and registers keras_sl's classes with Keras'
+serialization; it changes nothing else in the process (no allocator, JAX or
+logging settings: see :mod:`keras_sl.fast.runtime` for what the first model
+does). Only the ``keras-sl`` command defers the import until its arguments
+are parsed, so that ``keras-sl --help`` starts without a backend.
+
 Example:
 >>> import numpy as np, keras_sl
 >>> model = keras_sl.SLUNet(levels=3, lift_depth=4, num_selected=2)
@@ -7,39 +13,63 @@ Example:
 (1, 32, 32, 1)
 """
 
-from keras_sl import backend_defaults
+import importlib
+import os
+import sys
 
-# First, before anything can make JAX allocate (keras_sl.backend_defaults).
-backend_defaults.tune_allocator_on_import()
+from keras_sl.version import __version__
 
-from keras_sl import callbacks, data, distribute, interop, layers, losses, metrics, pqa, presets  # noqa: E402
-from keras_sl import preprocessing, tasks  # noqa: E402
-from keras_sl.models.sl_unet import SLUNet  # noqa: E402
-from keras_sl.models.unet import UNet  # noqa: E402
-from keras_sl.postprocess import to_labels  # noqa: E402
-from keras_sl.preprocessing import ImagePreprocessor  # noqa: E402
-from keras_sl.tasks import Segmenter, SLSegmenter  # noqa: E402
-from keras_sl.profiler import profile  # noqa: E402
-from keras_sl.version import __version__  # noqa: E402
+#: Public names of the package -> the module that defines them.
+_PUBLIC = {
+    "ImagePreprocessor": "keras_sl.preprocessing",
+    "SLSegmenter": "keras_sl.tasks",
+    "SLUNet": "keras_sl.models.sl_unet",
+    "Segmenter": "keras_sl.tasks",
+    "UNet": "keras_sl.models.unet",
+    "profile": "keras_sl.profiler",
+    "to_labels": "keras_sl.postprocess",
+}
+_SUBMODULES = (
+    "callbacks", "config", "data", "distribute", "interop", "layers", "losses", "metrics", "pqa", "preprocessing",
+    "presets", "registry", "tasks",
+)
 
-__all__ = [
-    "ImagePreprocessor",
-    "SLSegmenter",
-    "SLUNet",
-    "Segmenter",
-    "UNet",
-    "__version__",
-    "callbacks",
-    "data",
-    "distribute",
-    "interop",
-    "layers",
-    "losses",
-    "metrics",
-    "pqa",
-    "preprocessing",
-    "presets",
-    "profile",
-    "tasks",
-    "to_labels",
-]
+
+def _load_public_api() -> None:
+    """Import the public API (and so register every keras_sl Keras class)."""
+    namespace = globals()
+    for sub in _SUBMODULES:
+        namespace[sub] = importlib.import_module(f"keras_sl.{sub}")
+    for name, module in _PUBLIC.items():
+        namespace[name] = getattr(importlib.import_module(module), name)
+
+
+def __getattr__(name: str):
+    # Only the ``keras-sl`` command gets here before _load_public_api ran:
+    # import just what is asked for (keras_sl's own modules import each other).
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keras_sl.{name}")
+    if name in _PUBLIC:
+        value = globals()[name] = getattr(importlib.import_module(_PUBLIC[name]), name)
+        return value
+    raise AttributeError(f"module 'keras_sl' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC) | set(_SUBMODULES))
+
+
+def _running_the_cli() -> bool:
+    """Whether this process is the ``keras-sl`` command (console script or
+    ``python -m keras_sl.cli``), which loads the API after parsing its arguments."""
+    script = os.path.basename(sys.argv[0]) if getattr(sys, "argv", None) else ""
+    if script.split(".")[0] in ("keras-sl", "keras-sl-script"):
+        return True
+    argv = list(getattr(sys, "orig_argv", ()))
+    return any(a == "-m" and argv[i + 1:i + 2] == ["keras_sl.cli"] for i, a in enumerate(argv))
+
+
+if not _running_the_cli():
+    _load_public_api()
+
+__all__ = sorted(["__version__", *_PUBLIC, *_SUBMODULES])

@@ -13,16 +13,18 @@ Conventions (also written into the result's ``"conventions"`` entry):
   includes device synchronisation. ``warmup_s`` is the first call (tracing,
   compilation, first run); it is followed by further untimed warm-up calls,
   then ``repeats`` timed calls; ``median_s`` is their median.
-* SL-UNet inference times the graph behind ``SLUNet.predict``: lift, 3-D
-  UNet and slice head (``model._inference_model(False)``).
+* Models are :mod:`keras_sl.registry` names. Inference times the graph
+  behind a task's ``predict`` without the NumPy pre- and post-processing
+  (``model._inference_model("prediction")``): for SL-UNet lift, 3-D UNet
+  and slice head; for the UNet the 2-D network and its sigmoid.
 * FLOPs are 2 x the MACs of :func:`keras_sl.profile` (thop's counting rules)
   x batch; a training step counts 3 x the forward FLOPs (forward + backward
   for activations and weights). Optimizer and loss FLOPs are not counted.
 * ``page_faults`` is the median number of minor page faults of one timed
   call (``getrusage``): thousands mean the allocator hands the backend
-  freshly mapped buffers on every call (see :mod:`keras_sl.backend_defaults`).
-* ``pairs`` (``paired_rounds > 0``): an SL-UNet and the UNet of the same
-  configuration in one process, both warmed up, then their calls
+  freshly mapped buffers on every call (see :mod:`keras_sl.fast.runtime`).
+* ``pairs`` (``paired_rounds > 0``): an SL model and its 2-D twin (the
+  registry's ``twin``, e.g. ``unet_5l1r`` for ``sl_unet_5l1r``) in one process, both warmed up, then their calls
   interleaved (A B, B A, ...); the median of the per-round SL / UNet ratios
   is robust to a machine whose speed drifts between minutes, which a ratio
   of two medians measured apart is not.
@@ -53,11 +55,6 @@ from typing import Iterable
 import keras
 import numpy as np
 
-#: Benchmark model names: ``<model>_<levels>l<num_res_units>r``.
-MODEL_NAMES = (
-    "sl_unet_5l1r", "sl_unet_5l2r", "sl_unet_8l1r", "sl_unet_8l2r",
-    "unet_5l1r", "unet_5l2r", "unet_8l1r", "unet_8l2r",
-)
 MODES = ("infer", "train")
 
 CONVENTIONS = {
@@ -86,15 +83,6 @@ CONVENTIONS = {
 }
 
 
-def parse_model_name(name: str) -> tuple[str, int, int]:
-    """``"sl_unet_8l2r"`` -> ``("sl_unet", 8, 2)``."""
-    kind, _, spec = name.rpartition("_")
-    if kind not in ("sl_unet", "unet") or not spec.endswith("r") or "l" not in spec:
-        raise ValueError(f"unknown benchmark model {name!r}; choose from {', '.join(MODEL_NAMES)}.")
-    levels, res = spec[:-1].split("l")
-    return kind, int(levels), int(res)
-
-
 def parse_variant(variant: str) -> tuple[str, str]:
     """``"lifted_last:banded"`` -> ``("lifted_last", "banded")`` (SL execution path)."""
     from keras_sl.backend_defaults import BACKBONE_LAYOUTS
@@ -117,27 +105,23 @@ def build_benchmark_model(
     backbone_layout: str = "auto",
     conv_strategy: str = "auto",
 ) -> keras.Model:
-    """The ``keras_sl.training.build_model`` network with a fixed input shape
-    (``backbone_layout``/``conv_strategy`` choose the SL execution path)."""
-    from keras_sl.models.sl_unet import SLUNet
-    from keras_sl.models.unet import UNet
-    from keras_sl.profiler import UNET_CHANNELS
+    """The registry's model ``name`` with a fixed input shape (``backbone_layout``
+    / ``conv_strategy``, when not ``"auto"``, choose an SL-UNet's execution path)."""
+    spec = _spec(name, resolution)
+    kwargs = {"in_channels": in_channels, "input_shape": (resolution, resolution, in_channels)}
+    if (backbone_layout, conv_strategy) != ("auto", "auto"):
+        kwargs.update(backbone_layout=backbone_layout, conv_strategy=conv_strategy)
+    return spec.build(**kwargs)
 
-    kind, levels, res = parse_model_name(name)
-    shape = (resolution, resolution, in_channels)
-    if kind == "sl_unet":
-        model = SLUNet(num_classes=1, levels=levels, num_res_units=res, in_channels=in_channels,
-                       input_shape=shape, backbone_layout=backbone_layout, conv_strategy=conv_strategy,
-                       name=name)
-    else:
-        if levels not in UNET_CHANNELS:
-            raise ValueError(f"UNet benchmark models have 5 or 8 levels, got {name!r}.")
-        model = UNet(2, in_channels, 1, UNET_CHANNELS[levels], (2,) * (levels - 1), num_res_units=res,
-                     input_shape=shape, name=name)
-    stride = max(model.stride_multiple)
-    if resolution % stride:
-        raise ValueError(f"{name} needs a resolution that is a multiple of {stride}, got {resolution}.")
-    return model
+
+def _spec(name: str, resolution: int):
+    """The registry spec of ``name``, checked against ``resolution``."""
+    from keras_sl import registry
+
+    spec = registry.parse(name)
+    if resolution % spec.input_multiple:
+        raise ValueError(f"{name} needs a resolution that is a multiple of {spec.input_multiple}, got {resolution}.")
+    return spec
 
 
 # -- measurements ----------------------------------------------------------------
@@ -330,13 +314,12 @@ def _time_calls(fn, repeats: int, warmup: int) -> tuple[float, list[float], list
 def _compile_for_training(model, jit_compile="auto") -> None:
     from keras_sl import losses
     from keras_sl.metrics import Dice
-    from keras_sl.models.sl_unet import SLUNet
+    from keras_sl.tasks import Task
 
-    if isinstance(model, SLUNet):
+    if isinstance(model, Task):
         model.compile(jit_compile=jit_compile)  # the paper's defaults (Table V) and backend defaults
         return
-    # keras_sl.training's UNet setup; UNet.compile applies the same backend
-    # defaults as SLUNet.compile (keras_sl.backend_defaults).
+    # keras_sl.training's setup for a bare network.
     optimizer = keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-2, clipvalue=0.5)
     model.compile(optimizer=optimizer, loss=losses.StructureLoss(), metrics=[Dice(from_logits=True)],
                   jit_compile=jit_compile)
@@ -347,11 +330,10 @@ def _step(name, mode, resolution, x, y, variant=("auto", "auto"), jit_compile="a
     (``runner`` is the inference model, None for ``train``), and the warm-up
     calls it needs (a torch inference graph is captured during warm-up)."""
     from keras_sl.models.inference_graph import CAPTURE_AFTER_CALLS
-    from keras_sl.models.sl_unet import SLUNet
 
     model = build_benchmark_model(name, resolution, backbone_layout=variant[0], conv_strategy=variant[1])
     if mode == "infer":
-        runner = model._inference_model(False) if isinstance(model, SLUNet) else model
+        runner = model._inference_model("prediction") if hasattr(model, "_inference_model") else model
         runner.compile(jit_compile=jit_compile)
         if runner.inference_graphs is not None:  # capture the torch graph before timing
             warmup = max(warmup, CAPTURE_AFTER_CALLS)
@@ -364,8 +346,6 @@ def _step(name, mode, resolution, x, y, variant=("auto", "auto"), jit_compile="a
 
 def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gflop,
                variant=("auto", "auto"), jit_compile="auto"):
-    from keras_sl.models.sl_unet import SLUNet
-
     model, runner, fn, warmup = _step(name, mode, resolution, x, y, variant, jit_compile, warmup)
     gflops = forward_gflop * batch * (3 if mode == "train" else 1)
     warmup_s, times, faults = _time_calls(fn, repeats, warmup)
@@ -375,7 +355,7 @@ def _bench_one(name, mode, resolution, batch, repeats, warmup, x, y, forward_gfl
         graphs = runner.inference_graphs
         graph_info = {"inference_graph": runner.inference_graph_mode,
                       "graph_capture_s": sum(graphs.capture_seconds.values()) if graphs else 0.0}
-    if isinstance(model, SLUNet):
+    if hasattr(model, "resolved_backbone_layout"):  # an SL-UNet
         strategies = sorted({layer.resolved_strategy for layer in _convolutions(model)})
         variant_info = {"variant": f"{variant[0]}:{variant[1]}", "backbone_layout": model.resolved_backbone_layout,
                         "conv_strategy": "+".join(strategies)}
@@ -411,17 +391,22 @@ def _time_interleaved(fns, rounds: int, warmup: int) -> list[list[float]]:
     return times
 
 
-def sl_unet_pairs(models: Iterable[str]) -> list[str]:
-    """The configurations (``"5l1r"``, ...) of ``models`` named both as SL-UNet and as UNet."""
+def sl_twin_pairs(models: Iterable[str]) -> list[tuple[str, str]]:
+    """``(SL model, its 2-D twin)`` for each SL model of ``models`` whose twin
+    (:mod:`keras_sl.registry`) is in ``models`` too."""
+    from keras_sl import registry
+
     models = list(models)
-    configs = [name.rpartition("_")[2] for name in models if name.startswith("sl_unet_")]
-    return [config for config in configs if f"unet_{config}" in models]
+    specs = [registry.parse(name) for name in models]
+    return [(s.name, s.twin) for s in specs if s.lifted and s.twin in models]
 
 
-def _bench_pair(config, mode, resolution, batch, rounds, warmup, x, y, jit_compile="auto", seed=0):
-    """SL-UNet vs UNet of one configuration, their calls interleaved in one process."""
+def _bench_pair(pair, mode, resolution, batch, rounds, warmup, x, y, jit_compile="auto", seed=0):
+    """An SL model vs its 2-D twin, their calls interleaved in one process."""
+    from keras_sl import registry
+
     fns = []  # each step keeps its model alive: both models exist for the whole measurement
-    for name in (f"sl_unet_{config}", f"unet_{config}"):
+    for name in pair:
         keras.utils.set_random_seed(seed)
         _, _, fn, needed = _step(name, mode, resolution, x, y, jit_compile=jit_compile, warmup=warmup)
         warmup = max(warmup, needed)
@@ -430,7 +415,8 @@ def _bench_pair(config, mode, resolution, batch, rounds, warmup, x, y, jit_compi
     ratios = [a / b for a, b in zip(sl_times, unet_times)]
     q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
     return {
-        "backend": keras.backend.backend(), "config": config, "mode": mode, "jit_compile": str(jit_compile),
+        "backend": keras.backend.backend(), "config": registry.parse(pair[0]).variant,
+        "sl_model": pair[0], "twin_model": pair[1], "mode": mode, "jit_compile": str(jit_compile),
         "resolution": resolution, "batch": batch, "rounds": rounds,
         "sl_times_s": sl_times, "unet_times_s": unet_times,
         "sl_median_s": statistics.median(sl_times), "unet_median_s": statistics.median(unet_times),
@@ -468,7 +454,7 @@ def run_benchmark(
     dtype_policy: str | None = None,
     paired_rounds: int = 0,
 ) -> dict:
-    """Time ``models`` (names from :data:`MODEL_NAMES`) under the current backend.
+    """Time ``models`` (:mod:`keras_sl.registry` names) under the current backend.
 
     Args:
         models: model names, or one comma-separated string.
@@ -490,7 +476,7 @@ def run_benchmark(
             :mod:`keras_sl.models.inference_graph`; its capture and compile
             time is ``graph_capture_s``, not part of ``warmup_s``).
         dtype_policy: Keras dtype policy for the run, e.g. ``"mixed_bfloat16"``.
-        paired_rounds: when > 0, each SL-UNet named with its UNet (e.g.
+        paired_rounds: when > 0, each SL model named with its 2-D twin (e.g.
             ``sl_unet_5l1r`` and ``unet_5l1r``) is also timed against it with
             the two models' calls interleaved, this many calls each (default
             execution path; rows in ``"pairs"``).
@@ -502,21 +488,18 @@ def run_benchmark(
         median_s, times_s, warmup_s, gflops, achieved_gflops, peak_fraction,
         page_faults, page_faults_per_call, peak_rss_mib, rss_hwm_mib,
         device_memory`` (see the module docstring). Each ``pairs`` row has
-        ``config, mode, rounds, sl_times_s, unet_times_s, sl_median_s,
+        ``config, sl_model, twin_model, mode, rounds, sl_times_s, unet_times_s, sl_median_s,
         unet_median_s, ratios`` (per round, SL / UNet), ``ratio_median`` and
         ``ratio_quartiles``.
     """
-    from keras_sl import backend_defaults
+    from keras_sl.fast import runtime
     from keras_sl.profiler import profile
 
     if isinstance(models, str):
         models = [m for m in models.split(",") if m.strip()]
     models = [m.strip() for m in models]
     for name in models:
-        _, levels, _ = parse_model_name(name)
-        stride = 2 ** (levels - 1)  # SL-UNet and UNet halve H and W on every level
-        if resolution % stride:
-            raise ValueError(f"{name} needs a resolution that is a multiple of {stride}, got {resolution}.")
+        _spec(name, resolution)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}.")
     modes = _modes(mode)
@@ -530,11 +513,12 @@ def run_benchmark(
     if paired_rounds < 0:
         raise ValueError(f"paired_rounds must be >= 0 (0: no interleaved pairs), got {paired_rounds}.")
     warmup = max(1, int(warmup))
+    # The process tuning keras_sl models apply on first use, up front (before
+    # machine_info starts JAX) so that every model and mode is timed alike.
+    tuning = runtime.tune_process()
     machine = machine_info()
-    # The backend defaults SLUNet.compile applies (torch allocator tuning) are
-    # process-wide: apply them up front so every model and mode is timed alike.
-    backend_defaults.apply("auto")
-    machine["malloc_tuned"] = bool(getattr(backend_defaults, "_MALLOC_TUNED", False))
+    machine["malloc_tuned"] = tuning["malloc"]
+    machine["process_tuning"] = tuning
 
     peak = matmul_peak_gflops(matmul_size, matmul_repeats)
     rng = np.random.default_rng(seed)
@@ -544,7 +528,7 @@ def run_benchmark(
     results = []
     for name in models:
         forward_gflop = 2 * profile(build_benchmark_model(name, resolution), (resolution, resolution, 3))["macs"] / 1e9
-        model_variants = variants if name.startswith("sl_") else [("auto", "auto")]
+        model_variants = variants if _spec(name, resolution).lifted else [("auto", "auto")]
         for m, variant in ((m, v) for v in model_variants for m in modes):
             keras.backend.clear_session()
             gc.collect()
@@ -562,11 +546,11 @@ def run_benchmark(
             if progress is not None:
                 progress(row)
     pairs = []
-    for config in (sl_unet_pairs(models) if paired_rounds else []):
+    for twins in (sl_twin_pairs(models) if paired_rounds else []):
         for m in modes:
             keras.backend.clear_session()
             gc.collect()
-            pair = _bench_pair(config, m, resolution, batch, paired_rounds, warmup, x, y,
+            pair = _bench_pair(twins, m, resolution, batch, paired_rounds, warmup, x, y,
                                jit_compile=jit_compile, seed=seed)
             gc.collect()
             pairs.append(pair)

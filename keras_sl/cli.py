@@ -1,17 +1,122 @@
-"""``keras-sl`` command line: demo, profile, presets, evaluate, predict, train, bench."""
+"""``keras-sl`` command line: demo, profile, presets, evaluate, predict, train, bench.
+
+The command parses and checks its arguments before it imports Keras (so
+``--help`` and argument errors answer at once), and owns its process: it
+silences the backends' start-up logs (TensorFlow's C++ log, absl). The
+library itself (``import keras_sl``) never touches a program's logging.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.util
 import json
 import os
+import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
+from keras_sl import registry
 
-def _quiet_tf() -> None:
+
+# A C++ log line in absl's format ("I0000 00:00:1796.. 123 port.cc:153] ...",
+# also W and E), absl's note that it logs before its initialisation, and
+# the continuation line of TensorFlow's CPU-feature note.
+_START_UP_NOISE = re.compile(
+    r"^[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    r"|^WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"
+)
+
+
+def _quiet_backend_logs() -> None:
+    """Before any backend loads: TensorFlow's C++ log above errors (a user's
+    own ``TF_CPP_MIN_LOG_LEVEL`` wins), JAX's backend-discovery notes, and
+    TensorFlow's import (whoever imports it, on any backend: Keras seeds it
+    when it is installed) with its start-up lines filtered out."""
+    import logging
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+def _quiet_python_loggers() -> None:
+    """The Python loggers TensorFlow brings, to errors only."""
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if "absl.logging" in sys.modules:
+        sys.modules["absl.logging"].set_verbosity("error")
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Imports ``tensorflow``, the first time anything does, with its start-up
+    lines kept off stderr; then leaves the import system as it was.
+
+    TensorFlow logs its oneDNN note through absl before it reads
+    ``TF_CPP_MIN_LOG_LEVEL``, so only filtering the stream keeps it out.
+    """
+
+    _finding = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow" or self._finding:
+            return None
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)  # what the other finders find
+        finally:
+            self._finding = False
+        loader = getattr(spec, "loader", None)
+        if loader is not None and hasattr(loader, "exec_module"):
+            run = loader.exec_module
+
+            def exec_module(module):
+                _remove_import_hook()
+                with _without_start_up_noise():
+                    run(module)
+                _quiet_python_loggers()
+
+            loader.exec_module = exec_module
+        return spec
+
+
+def _remove_import_hook() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowImport)]
+
+
+@contextlib.contextmanager
+def _without_start_up_noise():
+    """File descriptor 2 into a temporary file for the block, then every line
+    that is not backend start-up noise written back to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _START_UP_NOISE.search(line)))
+            sys.stderr.flush()
+
+
+def _load_library() -> None:
+    """Import keras_sl's API: Keras, the backend, every keras_sl class registered."""
+    import keras_sl
+
+    keras_sl._load_public_api()
+    _quiet_python_loggers()
 
 
 def cmd_demo(args) -> int:
@@ -132,7 +237,7 @@ def cmd_train(args) -> int:
     from keras_sl.training import train_segmentation
 
     train_segmentation(
-        args.dataset, args.data, args.out, model=args.model, levels=args.levels, num_res_units=args.res,
+        args.dataset, args.data, args.out, model=args.model_name,
         resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         init_preset=args.preset, preset_dir=args.save_preset, command="keras-sl " + " ".join(shlex.quote(a) for a in args.argv),
         verbose=args.verbose,
@@ -148,8 +253,8 @@ def cmd_bench(args) -> int:
     from keras_sl.benchmark import format_results, run_benchmark
 
     def progress(row):
-        if "config" in row:  # an interleaved SL-UNet / UNet pair
-            print(f"  sl_unet_{row['config']} / unet_{row['config']} {row['mode']}, interleaved: "
+        if "sl_model" in row:  # an interleaved SL model / 2-D twin pair
+            print(f"  {row['sl_model']} / {row['twin_model']} {row['mode']}, interleaved: "
                   f"ratio {row['ratio_median']:.3f} ({row['sl_median_s']:.4f} / {row['unet_median_s']:.4f} s)",
                   flush=True)
             return
@@ -246,9 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder (log.csv, backup/, results.json)")
     tr.add_argument("--preset", help="start from this preset's architecture and weights")
     tr.add_argument("--save-preset", help="save the trained model as a preset folder")
-    tr.add_argument("--model", choices=["sl_unet", "unet"], default="sl_unet")
-    tr.add_argument("--levels", type=int, default=5)
-    tr.add_argument("--res", type=int, default=1)
+    tr.add_argument("--model", default="sl_unet_5l1r",
+                    help="a model name (keras_sl.registry): " + ", ".join(registry.names())
+                    + "; or a family (sl_unet, unet) with --levels and --res")
+    tr.add_argument("--levels", type=int, help="with a family --model: levels (default 5)")
+    tr.add_argument("--res", type=int, help="with a family --model: residual units (default 1)")
     tr.add_argument("--resolution", type=int, default=256)
     tr.add_argument("--epochs", type=int, default=40)
     tr.add_argument("--batch-size", type=int, default=8)
@@ -258,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="time inference/training steps under the current KERAS_BACKEND")
     be.add_argument("--models", default="sl_unet_5l1r,unet_5l1r",
-                    help="comma-separated: {sl_unet,unet}_{5,8}l{1,2}r, e.g. sl_unet_8l2r")
+                    help="comma-separated model names (keras_sl.registry): " + ", ".join(registry.names()))
     be.add_argument("--resolution", type=int, default=256, help="square input size (multiple of 16; 128 for 8 levels)")
     be.add_argument("--batch", type=int, default=4)
     be.add_argument("--mode", choices=["infer", "train", "both"], default="both")
@@ -275,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "inference; true on torch = that graph compiled by inductor (compile time in "
                          "graph_capture_s)")
     be.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
-                    help="also time each SL-UNet against its UNet (both in --models) with their calls "
+                    help="also time each SL model against its 2-D twin (both in --models) with their calls "
                          "interleaved, ROUNDS calls each; the per-round SL / UNet ratio is robust to a machine "
                          "whose speed drifts (0: off)")
     be.add_argument("--dtype-policy", default=None,
@@ -284,12 +391,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_models(parser: argparse.ArgumentParser, args) -> None:
+    """Resolve and check model names with the registry (no backend needed)."""
+    try:
+        if args.command == "train":
+            model, levels, res = args.model, args.levels, args.res
+            if model in registry.families():  # the family form: --model sl_unet --levels 5 --res 1
+                levels, res = (5 if levels is None else levels), (1 if res is None else res)
+            args.model_name = registry.resolve(model, levels=levels, num_res_units=res)
+        elif args.command == "bench":
+            for name in (m.strip() for m in args.models.split(",") if m.strip()):
+                registry.parse(name)
+    except ValueError as err:
+        parser.error(str(err))
+
+
 def main(argv=None) -> int:
-    _quiet_tf()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = argv
-    return args.func(args)
+    _check_models(parser, args)
+    _quiet_backend_logs()
+    try:
+        _load_library()
+        return args.func(args)
+    finally:  # main() called in a program: leave its import system as it was
+        _remove_import_hook()
 
 
 if __name__ == "__main__":

@@ -186,15 +186,16 @@ def _input_signature(shape):
 def _portable_graph():
     """Trace the model as plain TensorFlow ops that every converter reads:
     no XLA-compiled norm functions (tf2onnx and TFLite cannot read them,
-    ``keras_sl.layers.instance_norm.xla_fusion``), and PReLUs in the
-    ``max + min`` form (``keras_sl.layers.prelu.max_min_form``: the TFLite
+    ``keras_sl.fast.fused_norm.xla_fusion``), and PReLUs in the
+    ``max + min`` form (``keras_sl.fast.tflite_forms.max_min_form``: the TFLite
     converter turns the default form into ``tfl.prelu``, which only takes
     tensors up to rank 4; Keras' own PReLU likewise)."""
     import keras
     from keras import ops
 
-    from keras_sl.layers.instance_norm import xla_fusion
-    from keras_sl.layers.prelu import max_min_form, prelu
+    from keras_sl.fast.fused_norm import xla_fusion
+    from keras_sl.fast.tflite_forms import max_min_form
+    from keras_sl.layers.prelu import prelu
 
     def call(self, inputs):  # Keras' PReLU through ours (the max + min form inside max_min_form)
         return prelu(inputs, ops.cast(self.alpha, inputs.dtype))

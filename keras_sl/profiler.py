@@ -53,6 +53,11 @@ def profile(model: keras.Model, input_shape: Sequence[int]) -> dict:
     (29537, 6.0206)
     """
     config = dict(model.get_config())
+    backbone = getattr(model, "backbone", None)
+    if "input_shape" not in config and backbone is not None and len(backbone.input_shape) == len(input_shape) + 1:
+        # A plain task (Segmenter): its network sees the image as it is; the
+        # output activation costs nothing under thop's rules.
+        return profile(backbone, input_shape)
     if "input_shape" not in config:
         raise TypeError(
             f"profile() needs a keras_sl model with an `input_shape` config entry, "
@@ -64,31 +69,29 @@ def profile(model: keras.Model, input_shape: Sequence[int]) -> dict:
     return {"params": int(fixed.count_params()), "macs": int(macs), "gmacs": macs / 1e9}
 
 
-# Table II of the paper: (levels, num_res_units) -> published figures.
+# Table II of the paper: registry name -> published (GMACs at 512x512, M params).
 PAPER_TABLE_II = {
-    "unet": {(5, 1): (13.7245, 3.3522), (8, 1): (17.4800, 33.0124), (5, 2): (18.5698, 6.4959), (8, 2): (20.7387, 43.2355)},
-    "sl_unet": {(5, 1): (6.0206, 0.0295), (8, 1): (6.0216, 0.0371), (5, 2): (7.0719, 0.0382), (8, 2): (7.0713, 0.0464)},
+    "unet_5l1r": (13.7245, 3.3522), "unet_8l1r": (17.4800, 33.0124),
+    "unet_5l2r": (18.5698, 6.4959), "unet_8l2r": (20.7387, 43.2355),
+    "sl_unet_5l1r": (6.0206, 0.0295), "sl_unet_8l1r": (6.0216, 0.0371),
+    "sl_unet_5l2r": (7.0719, 0.0382), "sl_unet_8l2r": (7.0713, 0.0464),
 }
-
-UNET_CHANNELS = {5: (32, 64, 128, 256, 512), 8: (32, 64, 128, 256, 512, 512, 512, 512)}
 
 
 def table_ii(resolution: int = 512, in_channels: int = 3, num_classes: int = 1) -> list[dict]:
-    """Rows of the paper's Table II measured on keras_sl models."""
-    from keras_sl.models.sl_unet import SLUNet
-    from keras_sl.models.unet import UNet
+    """Rows of the paper's Table II measured on keras_sl models (each SL-UNet
+    of :mod:`keras_sl.registry` after its 2-D UNet twin)."""
+    from keras_sl import registry
 
     rows = []
     shape = (resolution, resolution, in_channels)
-    for levels, res in [(5, 1), (8, 1), (5, 2), (8, 2)]:
-        ch = UNET_CHANNELS[levels]
-        unet = UNet(2, in_channels, num_classes, ch, (2,) * (levels - 1), num_res_units=res)
-        sl = SLUNet(num_classes=num_classes, levels=levels, num_res_units=res, in_channels=in_channels)
-        for name, model in (("unet", unet), ("sl_unet", sl)):
+    for sl in registry.specs("sl_unet"):
+        for spec in (registry.parse(sl.twin), sl):
+            model = spec.build(in_channels=in_channels, num_classes=num_classes)
             stats = profile(model, shape)
-            paper_gmacs, paper_mparams = PAPER_TABLE_II[name][(levels, res)]
+            paper_gmacs, paper_mparams = PAPER_TABLE_II[spec.name]
             rows.append({
-                "model": name, "levels": levels, "num_res_units": res,
+                "model": spec.family, "name": spec.name, **spec.arguments,
                 "params": stats["params"], "gmacs": stats["gmacs"],
                 "paper_gmacs": paper_gmacs, "paper_mparams": paper_mparams,
             })

@@ -10,36 +10,33 @@ from pathlib import Path
 import keras
 
 from keras_sl import losses as sl_losses
+from keras_sl import registry
 from keras_sl.callbacks import SliceSelection
 from keras_sl.data.normalization import IMAGENET
 from keras_sl.datasets import SegmentationLoader, get as get_dataset
 from keras_sl.evaluation import evaluate_segmentation
 from keras_sl.metrics import Dice
 from keras_sl.preprocessing import ImagePreprocessor
-from keras_sl.tasks import Segmenter
 from keras_sl.models.sl_unet import SLUNet
-from keras_sl.models.unet import UNet
-from keras_sl.profiler import UNET_CHANNELS
 
 
-def build_model(model: str, levels: int, num_res_units: int, num_classes: int = 1):
-    """``"sl_unet"`` (width 8, depth 16) or ``"unet"`` (MONAI channels of Table II)."""
-    if model == "sl_unet":
-        return SLUNet(num_classes=num_classes, levels=levels, num_res_units=num_res_units, name=f"sl_unet_{levels}l{num_res_units}r")
-    if model == "unet":
-        network = UNet(2, 3, num_classes, UNET_CHANNELS[levels], (2,) * (levels - 1), num_res_units=num_res_units,
-                       name="backbone")
-        return Segmenter(network, name=f"unet_{levels}l{num_res_units}r")
-    raise ValueError(f"model must be 'sl_unet' or 'unet', got {model!r}.")
+def model_name(model: str, levels: int | None = None, num_res_units: int | None = None) -> str:
+    """The :mod:`keras_sl.registry` name of ``model``: a registered name
+    (``"sl_unet_8l2r"``), or a family (``"sl_unet"``, ``"unet"``) with
+    ``levels`` (default 5) and ``num_res_units`` (default 1)."""
+    if model in registry.families():
+        levels = 5 if levels is None else levels
+        num_res_units = 1 if num_res_units is None else num_res_units
+    return registry.resolve(model, levels=levels, num_res_units=num_res_units)
 
 
 def train_segmentation(
     dataset: str,
     data_dir: str,
     out_dir: str,
-    model: str = "sl_unet",
-    levels: int = 5,
-    num_res_units: int = 1,
+    model: str = "sl_unet_5l1r",
+    levels: int | None = None,
+    num_res_units: int | None = None,
     resolution: int = 256,
     epochs: int = 40,
     batch_size: int = 8,
@@ -56,6 +53,10 @@ def train_segmentation(
 ) -> dict:
     """Train one Table III configuration and evaluate it on the test split.
 
+    ``model`` is a :mod:`keras_sl.registry` name (``"sl_unet_8l2r"``), or a
+    family (``"sl_unet"``, ``"unet"``) with ``levels`` and ``num_res_units``
+    (:func:`model_name`); with ``init_preset`` the preset's model is trained.
+
     AdamW (lr 1e-3, weight decay 1e-2), cosine annealing with warm restarts
     every ``restart_epochs`` epochs, gradient values clipped to 0.5, the
     structure loss (WBCE + WIoU; on every slice for SL), multi-scale training
@@ -63,6 +64,7 @@ def train_segmentation(
     Interrupted runs resume from ``out_dir/backup`` (BackupAndRestore); the
     per-epoch log is ``out_dir/log.csv`` and the results ``out_dir/results.json``.
     """
+    name = None if init_preset else model_name(model, levels, num_res_units)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -80,9 +82,11 @@ def train_segmentation(
 
         net = load_preset(init_preset)
         normalization = net.preprocessor.normalization
-        model = "sl_unet" if isinstance(net, SLUNet) else "unet"
+        name = net.name
     else:
-        net = build_model(model, levels, num_res_units)
+        net = registry.build(name)
+    spec = registry.parse(name) if name in registry.names() else None
+    sl = isinstance(net, SLUNet)
     stride = max(net.stride_multiple)
     if resolution % stride:
         raise ValueError(f"resolution {resolution} must be a multiple of the network stride {stride}.")
@@ -99,7 +103,7 @@ def train_segmentation(
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
     ]
-    if isinstance(net, SLUNet):
+    if sl:
         net.compile(optimizer=optimizer)
         selection_data = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor,
                                             augment=False, cache=True, workers=2)
@@ -114,15 +118,17 @@ def train_segmentation(
 
     test = evaluate_segmentation(net, ds, ds.split("test"))
     scope.close()  # the distribution stays active through fit and evaluation
+    arguments = dict(spec.arguments) if spec else {}
     results = {
-        "dataset": dataset, "model": model, "levels": levels, "num_res_units": num_res_units,
+        "dataset": dataset, "model": spec.family if spec else type(net).__name__, "model_name": name,
+        "levels": arguments.get("levels"), "num_res_units": arguments.get("num_res_units"),
         "resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed,
         "backend": keras.backend.backend(), "train_seconds": round(train_seconds, 1),
         "parameters": int(net.count_params()),
         "test": {k: v for k, v in test.items() if k != "per_image"},
         "command": command,
     }
-    if isinstance(net, SLUNet):
+    if sl:
         results["selected_slices"] = net.selected_slices
         results["slice_losses"] = [float(v) for v in net.slice_losses]
     if init_preset:
@@ -135,13 +141,12 @@ def train_segmentation(
             f"{len(ds.split('test'))} test, {type(ds).__name__}.split (deterministic)",
             "input_size": [resolution, resolution, 3], "normalization": normalization,
             "recipe": command, "epochs": epochs,
-            "config": (f"SL-UNet {levels}L/{num_res_units}Res (width 8, lift depth 16, 5 selected slices)"
-                       if model == "sl_unet" else f"UNet {levels}L/{num_res_units}Res (MONAI channels of Table II)"),
+            "config": spec.description if spec else type(net).__name__,
             "training": {
                 "backend": keras.backend.backend(), "resolution": [resolution, resolution],
                 "batch_size": batch_size, "seed": seed, "train_seconds": round(train_seconds, 1),
                 "optimizer": f"AdamW lr {learning_rate:g} wd 1e-2, cosine warm restarts every {restart_epochs} epochs, clipvalue 0.5",
-                "loss": "structure loss (WBCE+WIoU)" + (" on every slice" if model == "sl_unet" else ""),
+                "loss": "structure loss (WBCE+WIoU)" + (" on every slice" if sl else ""),
                 "augmentation": "flips" + (", zoom 0.75/1.0/1.25" if multiscale else ""),
             },
             "metrics": {"test_dice": test["dice"], "test_iou": test["iou"],

@@ -1,35 +1,47 @@
 """Print markdown rows for recipes/RESULTS.md from run folders' results.json.
 
-Usage: python recipes/results_table.py runs/kvasir_sl_8l2r runs/dsb2018_sl_5l2r ...
+Usage: python recipes/results_table.py runs/kvasir_sl_unet_8l2r runs/dsb2018_sl_unet_5l2r ...
 """
 
 import json
 import sys
 from pathlib import Path
 
+from keras_sl import registry
+
 # Paper Table III (Dice %) and Table IV (Pearson r, Spearman rho) for comparison.
 PAPER_DICE = {
-    ("kvasir", "unet", 5, 1): 52.62, ("kvasir", "sl_unet", 5, 1): 52.35,
-    ("kvasir", "unet", 5, 2): 71.73, ("kvasir", "sl_unet", 5, 2): 69.50,
-    ("kvasir", "unet", 8, 1): 64.68, ("kvasir", "sl_unet", 8, 1): 57.49,
-    ("kvasir", "unet", 8, 2): 82.69, ("kvasir", "sl_unet", 8, 2): 76.04,
-    ("dsb2018", "unet", 5, 1): 87.27, ("dsb2018", "sl_unet", 5, 1): 87.82,
-    ("dsb2018", "unet", 5, 2): 87.76, ("dsb2018", "sl_unet", 5, 2): 90.00,
-    ("dsb2018", "unet", 8, 1): 87.96, ("dsb2018", "sl_unet", 8, 1): 87.97,
-    ("dsb2018", "unet", 8, 2): 87.95, ("dsb2018", "sl_unet", 8, 2): 88.61,
+    ("kvasir", "unet_5l1r"): 52.62, ("kvasir", "sl_unet_5l1r"): 52.35,
+    ("kvasir", "unet_5l2r"): 71.73, ("kvasir", "sl_unet_5l2r"): 69.50,
+    ("kvasir", "unet_8l1r"): 64.68, ("kvasir", "sl_unet_8l1r"): 57.49,
+    ("kvasir", "unet_8l2r"): 82.69, ("kvasir", "sl_unet_8l2r"): 76.04,
+    ("dsb2018", "unet_5l1r"): 87.27, ("dsb2018", "sl_unet_5l1r"): 87.82,
+    ("dsb2018", "unet_5l2r"): 87.76, ("dsb2018", "sl_unet_5l2r"): 90.00,
+    ("dsb2018", "unet_8l1r"): 87.96, ("dsb2018", "sl_unet_8l1r"): 87.97,
+    ("dsb2018", "unet_8l2r"): 87.95, ("dsb2018", "sl_unet_8l2r"): 88.61,
 }
-PAPER_PQA = {"kvasir": (0.7107, 0.7495), "dsb2018": (0.6189, 0.5271)}
+# Table IV reports PQA for SL-UNet 8L/2Res.
+PAPER_PQA = {("kvasir", "sl_unet_8l2r"): (0.7107, 0.7495), ("dsb2018", "sl_unet_8l2r"): (0.6189, 0.5271)}
+
+
+def model_name(r: dict) -> str:
+    """The registry name of a run (runs written before ``model_name`` existed:
+    from its family, levels and residual units)."""
+    if r.get("model_name"):
+        return r["model_name"]
+    return registry.resolve(r["model"], levels=r["levels"], num_res_units=r["num_res_units"])
 
 
 def row(run: Path) -> str:
     r = json.loads((run / "results.json").read_text())
-    key = (r["dataset"], r["model"], r["levels"], r["num_res_units"])
+    name = model_name(r)
     t = r["test"]
-    paper = PAPER_DICE.get(key)
+    paper = PAPER_DICE.get((r["dataset"], name))
     pqa = (f"{t['pqa_pearson']:.4f} / {t['pqa_spearman']:.4f}" if "pqa_pearson" in t else "–")
-    ppqa = PAPER_PQA.get(r["dataset"]) if r["model"] == "sl_unet" and (r["levels"], r["num_res_units"]) == (8, 2) else None
+    ppqa = PAPER_PQA.get((r["dataset"], name))
+    title = registry.parse(name).title if name in registry.names() else name
     return (
-        f"| {r['dataset']} | {'SL-UNet' if r['model'] == 'sl_unet' else 'UNet'} {r['levels']}L/{r['num_res_units']}Res "
+        f"| {r['dataset']} | {title} "
         f"| {r['resolution']}² | {r['epochs']} | {100 * t['dice']:.2f} | {paper if paper is not None else '–'} "
         f"| {pqa} | {f'{ppqa[0]:.4f} / {ppqa[1]:.4f}' if ppqa else '–'} | {r['train_seconds'] / 60:.0f} min {r['backend']} "
         f"| `{r['command']}` |"

@@ -1,26 +1,31 @@
 """Table III recipe: UNet vs SL-UNet on a segmentation dataset.
 
-Example (one configuration; resumes if interrupted):
+Example (one configuration; resumes if interrupted; the preset folder is
+named ``<dataset>_<model name>``, :func:`keras_sl.registry.preset_name`):
 
     KERAS_BACKEND=tensorflow python recipes/table3.py --dataset kvasir \
-        --data ../shared/data/kvasir-seg --model sl_unet --levels 8 --res 2 \
-        --resolution 256 --epochs 40 --out runs/kvasir_sl_8l2r --preset pretrained/kvasir
+        --data ../shared/data/kvasir-seg --model sl_unet_8l2r \
+        --resolution 256 --epochs 40 --out runs/kvasir_sl_unet_8l2r --preset pretrained/kvasir_sl_unet_8l2r
+
+``--model sl_unet --levels 8 --res 2`` names the same model.
 """
 
 import argparse
 import shlex
 import sys
 
-from keras_sl.training import train_segmentation
+from keras_sl import registry
+from keras_sl.training import model_name, train_segmentation
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True)
     p.add_argument("--data", required=True, help="dataset folder in its official layout")
-    p.add_argument("--model", choices=["sl_unet", "unet"], default="sl_unet")
-    p.add_argument("--levels", type=int, choices=[5, 8], default=5)
-    p.add_argument("--res", type=int, choices=[1, 2], default=1, help="residual units")
+    p.add_argument("--model", default="sl_unet_5l1r",
+                   help="a model name (" + ", ".join(registry.names()) + ") or a family with --levels and --res")
+    p.add_argument("--levels", type=int, help="with a family --model: levels (default 5)")
+    p.add_argument("--res", type=int, help="with a family --model: residual units (default 1)")
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)
@@ -33,9 +38,13 @@ def main(argv=None):
                    help="train on all local devices (JAX DataParallel / tf.distribute.MirroredStrategy)")
     p.add_argument("--verbose", type=int, default=2, help="Keras verbosity: 1 progress bar, 2 one line per epoch")
     args = p.parse_args(argv)
+    try:
+        name = model_name(args.model, args.levels, args.res)
+    except ValueError as err:
+        p.error(str(err))
     command = "python recipes/table3.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     train_segmentation(
-        args.dataset, args.data, args.out, model=args.model, levels=args.levels, num_res_units=args.res,
+        args.dataset, args.data, args.out, model=name,
         resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         multiscale=not args.no_multiscale, preset_dir=args.preset, command=command,
         verbose=args.verbose, data_parallel=args.data_parallel, init_preset=args.init_preset,

@@ -10,6 +10,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    # The process tuning keras_sl models apply on first use (keras_sl.fast.runtime),
+    # up front: on JAX it only works before the first JAX computation of the process.
+    from keras_sl.fast import runtime
+
+    runtime.tune_process()
+
+
 def optional_dependency_skip_reason(*modules: str) -> str | None:
     """Return why tests needing ``modules`` must be skipped, or None if all import."""
     missing = []

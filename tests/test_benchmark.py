@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import pytest
 
-from keras_sl.benchmark import build_benchmark_model, format_results, parse_model_name, run_benchmark
+from keras_sl.benchmark import build_benchmark_model, format_results, run_benchmark
 from keras_sl.profiler import profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +43,9 @@ def test_report_structure(report):
     assert machine["backend"] == keras.backend.backend()
     assert report["matmul_gflops"] > 0
     assert "3 x" in report["conventions"]["gflops"]  # the training FLOP convention is stated
+    # the process tuning keras_sl applies on first use, applied up front and recorded
+    assert set(machine["process_tuning"]) == {"malloc", "jax_cpu_heap"}
+    assert machine["malloc_tuned"] == machine["process_tuning"]["malloc"]
     assert [(r["model"], r["mode"]) for r in report["results"]] == [
         (m, mode) for m in MODELS for mode in ("infer", "train")
     ]
@@ -99,8 +102,8 @@ def test_sl_unet_infers_through_the_slice_head():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="unknown benchmark model"):
-        parse_model_name("resnet_5l1r")
+    with pytest.raises(ValueError, match="Unknown model 'resnet_5l1r'.*sl_unet_5l1r"):
+        run_benchmark(["resnet_5l1r"], resolution=32, repeats=1)
     with pytest.raises(ValueError, match="multiple of 128"):
         run_benchmark(["sl_unet_8l1r"], resolution=32, repeats=1)
     with pytest.raises(ValueError, match="mode"):
@@ -295,12 +298,12 @@ def test_interleaved_calls_alternate_their_order_after_warming_every_function_up
     assert [len(t) for t in times] == [4, 4] and all(t >= 0 for ts in times for t in ts)
 
 
-def test_sl_unet_pairs_need_both_models_of_a_configuration():
-    from keras_sl.benchmark import sl_unet_pairs
+def test_pairs_need_an_sl_model_and_its_twin():
+    from keras_sl.benchmark import sl_twin_pairs
 
-    assert sl_unet_pairs(["sl_unet_5l1r", "unet_5l1r", "sl_unet_8l2r", "unet_8l1r"]) == ["5l1r"]
-    assert sl_unet_pairs(["unet_8l2r", "sl_unet_8l2r", "sl_unet_5l1r"]) == ["8l2r"]
-    assert sl_unet_pairs(["sl_unet_5l1r"]) == []
+    assert sl_twin_pairs(["sl_unet_5l1r", "unet_5l1r", "sl_unet_8l2r", "unet_8l1r"]) == [("sl_unet_5l1r", "unet_5l1r")]
+    assert sl_twin_pairs(["unet_8l2r", "sl_unet_8l2r", "sl_unet_5l1r"]) == [("sl_unet_8l2r", "unet_8l2r")]
+    assert sl_twin_pairs(["sl_unet_5l1r"]) == []
     with pytest.raises(ValueError, match="paired_rounds"):
         run_benchmark(["sl_unet_5l1r", "unet_5l1r"], resolution=32, repeats=1, paired_rounds=-1)
 
@@ -312,6 +315,7 @@ def test_paired_rounds_time_sl_unet_against_its_unet_interleaved(report):
     assert report["settings"]["paired_rounds"] == 3
     (pair,) = report["pairs"]
     assert (pair["config"], pair["mode"], pair["rounds"], pair["resolution"]) == ("5l1r", "infer", 3, 32)
+    assert (pair["sl_model"], pair["twin_model"]) == ("sl_unet_5l1r", "unet_5l1r")
     assert len(pair["sl_times_s"]) == len(pair["unet_times_s"]) == 3
     assert pair["ratios"] == pytest.approx([a / b for a, b in zip(pair["sl_times_s"], pair["unet_times_s"])])
     assert pair["ratio_median"] == pytest.approx(statistics.median(pair["ratios"]))

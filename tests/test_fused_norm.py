@@ -1,15 +1,18 @@
 """Instance norm with the PReLU and the residual sum in one pass (XLA-fused on
-JAX and on TensorFlow's CPU), and its wide statistics: same values and
-gradients as the separate layers on every backend and path."""
+JAX and on TensorFlow's CPU), its wide statistics and torch's one-pass
+kernels (:mod:`keras_sl.fast.fused_norm`, :mod:`keras_sl.fast.torch_kernels`):
+same values and gradients as the reference on every backend and path."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
+from fast_parity import assert_matches_reference
 from keras_sl.blocks import ConvNormAct, ResidualUnit
+from keras_sl.fast import dispatch
+from keras_sl.fast.fused_norm import wide_fold, xla_fusion
 from keras_sl.layers import Convolution, InstanceNorm
-from keras_sl.layers.instance_norm import _tf_xla_fusion, _wide_fold, xla_fusion
 
 TF_ONLY = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -36,7 +39,7 @@ def ref_prelu(x, alpha):
     [(131072, 8, 16), (65536, 1, 128), (4096, 16, 8), (100, 200, 1), (7, 8, 1), (6, 8, 2), (None, 8, 1)],
 )
 def test_wide_fold_makes_rows_of_128_values_where_it_divides(length, channels, fold):
-    assert _wide_fold(length, channels) == fold
+    assert wide_fold(length, channels) == fold
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
@@ -134,16 +137,32 @@ def test_convolution_add_input_needs_a_shape_preserving_convolution(rng):
             bad(x, add_input=True)
 
 
+def _norm_args(rng, shape=(2, 12, 12, 4, 8)):
+    x = (rng.normal(size=shape) * 2 + 1).astype("float32")
+    residual = rng.normal(size=shape).astype("float32")
+    shift = rng.normal(size=(shape[-1],)).astype("float32")
+    slope = np.full((1,) * (len(shape) - 1), -0.3, "float32")
+    return x, residual, shift, slope
+
+
 @TF_ONLY
-def test_tensorflow_compiles_the_norm_on_cpu_and_can_be_told_not_to():
+def test_tensorflow_compiles_the_norm_on_cpu_and_can_be_told_not_to(monkeypatch, rng):
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("the XLA-fused norm is a CPU path; this machine has a GPU")
-    assert _tf_xla_fusion()
+    x = rng.normal(size=(1, 4, 4, 2)).astype("float32")
+
+    def path():
+        chosen = dispatch.resolve("instance_norm", InstanceNorm(), x, None, None, None, False)
+        return None if chosen is None else chosen.name
+
+    assert path() == "xla_compiled"
     with xla_fusion(False):
-        assert not _tf_xla_fusion()
-    assert _tf_xla_fusion()
+        assert path() is None
+    assert path() == "xla_compiled"
+    monkeypatch.setenv("KERAS_SL_XLA_FUSION", "0")
+    assert path() is None
 
 
 @TF_ONLY
@@ -151,46 +170,67 @@ def test_tensorflow_compiles_the_norm_on_cpu_and_can_be_told_not_to():
 def test_tensorflow_xla_norm_matches_unfused_values_and_gradients(training, rng):
     """Same block, same weights: the XLA-compiled norm and the op-by-op one
     agree on outputs and on the gradients of every weight and the input."""
-    import tensorflow as tf
-
-    x = tf.constant(rng.normal(size=(2, 12, 12, 4, 8)).astype("float32"))
     unit = ResidualUnit(3, 8, subunits=2)
+    x = rng.normal(size=(2, 12, 12, 4, 8)).astype("float32")
     unit(x)
     for w in unit.weights:
         w.assign(rng.normal(size=tuple(w.shape)).astype("float32") * 0.3)
-
-    def run():
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = unit(x, training=training)
-            loss = tf.reduce_sum(y * tf.sin(y))
-        grads = tape.gradient(loss, [x] + list(unit.trainable_weights))
-        return y.numpy(), [g.numpy() for g in grads]
-
-    fused_y, fused_g = run()
+    assert_matches_reference("instance_norm", "xla_compiled", lambda t: unit(t, training=training), [x],
+                             unit.trainable_weights, atol=1e-4, rtol=1e-3)
     assert unit.units[-1].norm._xla_normalize is not None  # the compiled path ran
-    with xla_fusion(False):
-        plain_y, plain_g = run()
-    np.testing.assert_allclose(fused_y, plain_y, atol=1e-4)
-    for a, b in zip(fused_g, plain_g):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("path", ["wide_rows", "rows"])
+def test_row_statistics_have_the_reference_values_and_gradients(data_format, path, rng):
+    """Moments over the leading axes on a (B, N, K) view: the plain norm
+    (channels last) and a compact lifted-last one (per-slice statistics);
+    a channels-first compact norm has no leading axes (the reference runs)."""
+    x, residual, shift, slope = _norm_args(rng, (2, 8, 6, 3, 4))
+    if data_format == "channels_first":
+        x = np.moveaxis(x, -1, 1)
+    for norm in (InstanceNorm(data_format=data_format),
+                 InstanceNorm(data_format=data_format, lifted_counts=(1, 5, 2), lifted_axis=3 if
+                              data_format == "channels_last" else 4)):
+        runs = data_format == "channels_last"
+        assert_matches_reference("moments", path, lambda t: norm(t, shift=shift, prelu_alpha=slope), [x],
+                                 must_run=runs, atol=1e-4)
+
+
+def test_trailing_layer_norm_has_the_reference_values_and_gradients(rng):
+    x, residual, shift, slope = _norm_args(rng, (2, 8, 6, 3, 4))
+    x = np.moveaxis(x, -1, 1)
+    norm = InstanceNorm(data_format="channels_first")
+    for training in (False, True):
+        assert_matches_reference("standardize", "trailing_layer_norm",
+                                 lambda t: norm(t, shift=shift, training=training, prelu_alpha=slope), [x], atol=1e-4)
+
+
+@pytest.mark.parametrize("op,path", [("scale", "torch_addcmul"), ("prelu", "torch_native_prelu")])
+def test_torch_one_pass_kernels_have_the_reference_values_and_gradients(op, path, rng):
+    if keras.backend.backend() != "torch":
+        pytest.skip("PyTorch kernels")
+    x, residual, shift, slope = _norm_args(rng)
+    norm = InstanceNorm()
+    assert_matches_reference(op, path, lambda t, s: norm(t, shift=shift, prelu_alpha=s, residual=residual),
+                             [x, slope], atol=1e-4)
 
 
 def test_native_and_fusable_kernels_agree(rng):
     """torch runs PyTorch's one-pass prelu/addcmul, except when tracing for
     inductor (plain formulas it can fuse): same values either way (other
     backends always use the formulas)."""
-    from keras_sl.layers.elementwise import torch_native_kernels, traced_for_fusion
+    from keras_sl.fast.torch_kernels import traced_for_fusion
 
-    x = (rng.normal(size=(2, 8, 8, 4, 8)) * 2 + 1).astype("float32")
-    residual = rng.normal(size=x.shape).astype("float32")
-    shift = rng.normal(size=(8,)).astype("float32")
-    slope = np.full((1, 1, 1, 1), -0.3, "float32")
+    x, residual, shift, slope = _norm_args(rng, (2, 8, 8, 4, 8))
     norm = InstanceNorm()
-    native = np_(norm(x, shift=shift, prelu_alpha=slope, residual=residual))
-    assert torch_native_kernels() == (keras.backend.backend() == "torch")
-    with traced_for_fusion():
-        assert not torch_native_kernels()
+    with dispatch.recording() as used:
+        native = np_(norm(x, shift=shift, prelu_alpha=slope, residual=residual))
+    on_torch = keras.backend.backend() == "torch"
+    assert (("prelu", "torch_native_prelu") in used) == on_torch
+    assert (("scale", "torch_addcmul") in used) == on_torch
+    with traced_for_fusion(), dispatch.recording() as used:
         fusable = np_(norm(x, shift=shift, prelu_alpha=slope, residual=residual))
+    assert ("prelu", "torch_native_prelu") not in used and ("scale", "torch_addcmul") not in used
     np.testing.assert_allclose(native, fusable, atol=1e-5)
     np.testing.assert_allclose(native, ref_prelu(ref_norm(x, (1, 2, 3)), -0.3) + residual, atol=2e-4)

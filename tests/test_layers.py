@@ -1,5 +1,6 @@
 """Layers and blocks: Lift, Convolution, InstanceNorm, SliceHead, ConvNormAct, ResidualUnit."""
 
+import contextlib
 import itertools
 
 import keras
@@ -613,6 +614,17 @@ def test_prelu_values_and_gradients_for_every_slope(alpha, rng):
     np.testing.assert_allclose(np_(model.layers[0].alpha).reshape(-1)[0], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_prelu_max_min_form_has_the_reference_values_and_gradients(rng):
+    from fast_parity import assert_matches_reference
+
+    from keras_sl.layers.prelu import prelu
+
+    x = rng.normal(size=(2, 5, 4, 3)).astype("float32")
+    x[np.abs(x) < 1e-3] = 0.5  # no exact zeros: gradients there are backend-defined
+    alpha = np.full((1, 1, 1, 1), -0.3, "float32")
+    assert_matches_reference("prelu", "max_min_form", prelu, [x, alpha])
+
+
 def test_prelu_weights_match_keras_prelu(rng):
     from keras_sl.layers import PReLU
 
@@ -626,3 +638,106 @@ def test_prelu_weights_match_keras_prelu(rng):
     ours.set_weights(theirs.get_weights())
     np.testing.assert_allclose(np_(ours(x)), np_(theirs(x)), atol=1e-6)
     assert PReLU.from_config(ours.get_config()).get_config() == ours.get_config()
+
+
+# ---------------------------------------------------------------------------
+# Convolution with groups and dilation, against torch.nn.functional
+# ---------------------------------------------------------------------------
+GROUPED_CASES = [
+    # rank, groups, dilation, strides, transposed, data_format
+    (1, 2, 2, 1, False, "channels_last"),
+    (1, 4, 1, 2, False, "channels_first"),
+    (1, 2, 2, 2, True, "channels_last"),
+    (2, 4, 1, 1, False, "channels_last"),  # depthwise
+    (2, 4, 2, 2, False, "channels_first"),  # depthwise, strided and dilated
+    (2, 2, 1, 2, False, "channels_last"),
+    (2, 1, 2, 2, False, "channels_last"),  # strides with dilation (TensorFlow's kernel takes neither)
+    (2, 2, 2, 2, True, "channels_first"),
+    (2, 4, 1, 2, True, "channels_last"),
+    (3, 4, 1, 1, False, "channels_last"),  # depthwise 3-D
+    (3, 2, 2, (1, 2, 2), False, "channels_first"),
+    (3, 1, 2, 1, False, "channels_last"),
+    (3, 2, 1, 2, True, "channels_last"),
+    (3, 1, 2, 2, True, "channels_first"),
+]
+
+
+@pytest.mark.parametrize("rank,groups,dilation,strides,transposed,data_format", GROUPED_CASES)
+@pytest.mark.parametrize("execution", ["auto", "reference"])
+def test_grouped_and_dilated_convolution_matches_torch(rank, groups, dilation, strides, transposed, data_format,
+                                                       execution, rng):
+    """Outputs and gradients (input, kernel, bias) equal PyTorch's
+    ``conv{1,2,3}d`` / ``conv_transpose{1,2,3}d`` with the same groups,
+    dilation and MONAI padding, through the backend's own paths ("auto") and
+    the keras.ops reference."""
+    torch = pytest.importorskip("torch")
+    if execution == "reference" and keras.backend.backend() == "jax" and not transposed:
+        pytest.skip("no path of keras_sl.fast applies to these convolutions on JAX: 'auto' is the reference")
+    from fast_parity import outputs_and_gradients
+
+    from keras_sl.fast import dispatch
+
+    cin, cout, k = 4, 8, 3
+    s = (strides,) * rank if isinstance(strides, int) else strides
+    x = rng.normal(size=(2, *(7, 6, 5)[:rank], cin)).astype("float32")
+    if data_format == "channels_first":
+        x = np.moveaxis(x, -1, 1)
+    layer = Convolution(rank, cout, kernel_size=k, strides=strides, dilation=dilation, groups=groups,
+                        transposed=transposed, data_format=data_format)
+    layer.build(x.shape)
+    randomize(layer, rng)
+    kernel, bias = np_(layer.kernel), np_(layer.bias)
+    with contextlib.ExitStack() as stack:
+        if execution == "reference":
+            for op in ("conv", "conv_transpose", "keras_conv"):
+                stack.enter_context(dispatch.forced(op, dispatch.REFERENCE))
+        used = stack.enter_context(dispatch.recording())
+        (y,), grads = outputs_and_gradients(layer, [x], [layer.kernel, layer.bias])
+    if keras.backend.backend() == "jax" and not transposed:  # why the reference variant is skipped there
+        assert {path for _, path in used} == {dispatch.REFERENCE}
+
+    # PyTorch: weight (out, in / groups, *k) or, transposed, (in, out / groups, *k).
+    tx = torch.tensor(x if data_format == "channels_first" else np.moveaxis(x, -1, 1), requires_grad=True)
+    tw = torch.tensor(np.moveaxis(kernel, (-1, -2), (0, 1)).copy(), requires_grad=True)
+    tb = torch.tensor(bias, requires_grad=True)
+    pad = dilation * (k - 1) // 2
+    if transposed:
+        fn = getattr(torch.nn.functional, f"conv_transpose{rank}d")
+        ref = fn(tx, tw, tb, stride=s, padding=pad, output_padding=tuple(v - 1 for v in s), groups=groups,
+                 dilation=dilation)
+    else:
+        fn = getattr(torch.nn.functional, f"conv{rank}d")
+        ref = fn(tx, tw, tb, stride=s, padding=pad, dilation=dilation, groups=groups)
+    if data_format == "channels_last":
+        ref_out = ref.detach().numpy()
+        cot = torch.tensor(np.moveaxis(np.random.default_rng(100).normal(size=np.moveaxis(ref_out, 1, -1).shape)
+                                       .astype("float32"), -1, 1))
+        ref_out = np.moveaxis(ref_out, 1, -1)
+    else:
+        ref_out = ref.detach().numpy()
+        cot = torch.tensor(np.random.default_rng(100).normal(size=ref_out.shape).astype("float32"))
+    assert y.shape == ref_out.shape == layer.compute_output_shape(x.shape)
+    np.testing.assert_allclose(y, ref_out, atol=1e-5, rtol=1e-5)
+    gx, gw, gb = torch.autograd.grad((ref * cot).sum(), [tx, tw, tb])
+    gx = gx.numpy() if data_format == "channels_first" else np.moveaxis(gx.numpy(), 1, -1)
+    np.testing.assert_allclose(grads[0], gx, atol=1e-5 * max(1.0, np.abs(gx).max()), rtol=1e-5)
+    np.testing.assert_allclose(grads[1], np.moveaxis(gw.numpy(), (0, 1), (-1, -2)),
+                               atol=1e-5 * max(1.0, np.abs(gw.numpy()).max()), rtol=1e-5)
+    np.testing.assert_allclose(grads[2], gb.numpy(), atol=1e-5 * max(1.0, np.abs(gb.numpy()).max()), rtol=1e-5)
+
+
+def test_grouped_convolution_validation_and_config():
+    with pytest.raises(ValueError, match="groups"):
+        Convolution(2, 6, groups=4)  # 4 does not divide 6 filters
+    layer = Convolution(2, 6, groups=3, dilation=(1, 2))
+    with pytest.raises(ValueError, match="divide"):
+        layer.build((1, 8, 8, 4))
+    layer.build((1, 8, 8, 6))
+    assert tuple(layer.kernel.shape) == (3, 3, 2, 6)
+    clone = Convolution.from_config(layer.get_config())
+    assert (clone.groups, clone.dilation) == (3, (1, 2))
+    with pytest.raises(ValueError, match="dilation 1 along the lifted axis"):
+        Convolution(3, 4, dilation=2, lifted_pattern=(0, 0))
+    # A config saved before groups and dilation existed still loads.
+    old = {k: v for k, v in layer.get_config().items() if k not in ("groups", "dilation")}
+    assert (Convolution.from_config(old).groups, Convolution.from_config(old).dilation) == (1, (1, 1))

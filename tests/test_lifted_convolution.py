@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from keras import ops
 
+from fast_parity import assert_matches_reference
 from keras_sl import SLUNet, backend_defaults
+from keras_sl.fast import dispatch
+from keras_sl.fast.banded_convolution import band
 from keras_sl.layers import Convolution, Lift
-from keras_sl.layers.convolution import _band, _on_cpu, resolve_strategy
+from keras_sl.layers.convolution import conv_transpose
 from lifted_layouts import from_layout as _from_layout
 from lifted_layouts import to_layout as _to_layout
 
@@ -37,25 +40,45 @@ def test_banded_and_native_agree_with_the_reference(transposed, strides, layout,
         y = ops.convert_to_numpy(layer(xin))
         assert y.shape == tuple(layer.compute_output_shape(xin.shape))
         np.testing.assert_allclose(_from_layout(y, layout), expected, atol=1e-5, err_msg=f"{strategy} {layout}")
+        assert layer.resolved_strategy == strategy
+
+
+@pytest.mark.parametrize("transposed,strides,layout", [
+    (False, 2, "lifted_first"), (False, (1, 2, 2), "lifted_last"), (False, 1, "channels_first"),
+    (True, 2, "lifted_last"), (True, (2, 1, 1), "lifted_first"), (True, (1, 2, 2), "channels_first"),
+])
+def test_banded_path_has_the_reference_outputs_and_gradients(transposed, strides, layout, rng):
+    fmt = "channels_first" if layout == "channels_first" else "channels_last"
+    x = _to_layout(rng.standard_normal((2, 8, 6, 5, 3)).astype("float32"), layout)
+    layer = Convolution(3, 5, strides=strides, transposed=transposed, data_format=fmt,
+                        lifted_axis_last=layout == "lifted_last")
+    assert_matches_reference("convolution", "banded", layer, [x], lambda: layer.trainable_weights)
 
 
 def test_band_marks_the_taps_of_a_strided_and_a_transposed_convolution():
-    conv = _band(4, 2, 3, 2, 1, transposed=False)  # output o reads inputs 2o-1, 2o, 2o+1
+    conv = band(4, 2, 3, 2, 1, transposed=False)  # output o reads inputs 2o-1, 2o, 2o+1
     assert conv[:, :, 0].tolist() == [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]]
     assert conv[:, :, 1].tolist() == [[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
-    up = _band(2, 4, 3, 2, 1, transposed=True)  # input i writes outputs 2i-1, 2i, 2i+1
+    up = band(2, 4, 3, 2, 1, transposed=True)  # input i writes outputs 2i-1, 2i, 2i+1
     assert up[:, 0, :].tolist() == [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]]
     assert up.sum() == 5  # the tap past the last output is dropped (PyTorch cropping)
 
 
+def _auto(rank, lifted_length, in_channels, **kwargs):
+    layer = Convolution(rank, 4, **kwargs)
+    shape = (1, lifted_length, 8, 8, in_channels)[: rank + 1] + (in_channels,)
+    layer.build(shape)
+    return layer.resolved_strategy
+
+
 def test_auto_strategy_per_backend():
-    expected = "banded" if _on_cpu() else "native"
-    assert resolve_strategy(3, 16, 3) == expected
-    assert resolve_strategy(2, 256, 3) == "native"  # 2-D nets are never folded
-    assert resolve_strategy(3, None, 3) == "native"  # unknown lifted length
-    assert resolve_strategy(3, 96, 32) == "native"  # folded channels would explode
-
-
+    expected = "banded" if dispatch.device() == "cpu" else "native"
+    assert _auto(3, 16, 3) == expected
+    assert _auto(2, 256, 3) == "native"  # 2-D nets are never folded
+    assert _auto(3, None, 3) == "native"  # unknown lifted length
+    assert _auto(3, 96, 32) == "native"  # folded channels would explode
+    assert _auto(3, 16, 4, groups=2) == "native"  # the band algebra is ungrouped
+    assert _auto(3, 16, 3, dilation=2) == "native"
 
 
 def test_unknown_strategy_and_layout_say_what_is_allowed():
@@ -168,6 +191,23 @@ def test_broadcast_input_reads_one_slice_exactly(layout, strides, rng):
         Convolution(3, 5, transposed=True, broadcast_input=True)
 
 
+@pytest.mark.parametrize("layout,strides", [("lifted_first", 2), ("lifted_last", 2), ("channels_first", 1)])
+def test_broadcast_slice_path_has_the_reference_gradients(layout, strides, rng):
+    """Through the lift: the one-slice path is the same function of the image."""
+    axis = {"lifted_first": 1, "lifted_last": 3, "channels_first": 2}[layout]
+    fmt = "channels_first" if layout == "channels_first" else "channels_last"
+    image = rng.standard_normal((2, 12, 10, 3)).astype("float32")
+    if fmt == "channels_first":
+        image = np.moveaxis(image, -1, 1)
+    layer = Convolution(3, 5, strides=strides, data_format=fmt, lifted_axis_last=layout == "lifted_last",
+                        broadcast_input=True)
+
+    def lifted_conv(img):
+        return layer(ops.repeat(ops.expand_dims(img, axis), 8, axis=axis))
+
+    assert_matches_reference("convolution", "broadcast_slice", lifted_conv, [image], lambda: layer.trainable_weights)
+
+
 def test_sl_unet_encoder_runs_on_distinct_slices_only():
     model = _small_sl_unet("auto", "auto")
     compact = {layer.path: layer.lifted_pattern for layer in model._flatten_layers()
@@ -191,54 +231,33 @@ def test_sl_unet_encoder_runs_on_distinct_slices_only():
     (2, 4, 2, "channels_last"), (2, 2, 2, "channels_last"), (1, 4, 3, "channels_first"),
 ])
 def test_transposed_convolution_by_phases_is_exact(rank, kernel_size, strides, data_format, rng):
-    from keras_sl.layers import convolution as conv_module
-
+    """Outputs and gradients (input and kernel) of the phase decomposition
+    equal the input-dilated transposed convolution's, odd and even kernels."""
     ks = (kernel_size,) * rank
     st = (strides,) * rank if isinstance(strides, int) else strides
     x = rng.standard_normal((2, *(5, 6, 4)[:rank], 3)).astype("float32")
     if data_format == "channels_first":
         x = np.moveaxis(x, -1, 1)
     w = rng.standard_normal((*ks, 4, 3)).astype("float32")
-    dilated = conv_module._crop_transposed(
-        conv_module._native_layout(
-            lambda t, fmt: ops.conv_transpose(t, w, strides=st, padding="valid", data_format=fmt), x, data_format
-        ),
-        ks, st, data_format,
-    )
-    phases = conv_module._transposed_by_phases(x, w, ks, st, data_format)
-    np.testing.assert_allclose(ops.convert_to_numpy(phases), ops.convert_to_numpy(dilated), atol=1e-4)
+
+    def up(x, w):
+        return conv_transpose(x, w, st, (1,) * rank, 1, data_format)
+
+    assert_matches_reference("conv_transpose", "phases", up, [x, w], atol=1e-4)
 
 
 def test_transposed_by_phases_pads_inside_the_convolution(monkeypatch, rng):
     """3x3 stride-2 (every SL/UNet up convolution): "same" padding in the op,
     no pre-padded input (XLA's CPU convolution is ~4x slower on the latter)."""
-    from keras_sl.layers import convolution as conv_module
+    from keras_sl.fast import transposed_by_phases
 
     def no_pad(*args, **kwargs):
         raise AssertionError("the input was padded outside the convolution")
 
-    monkeypatch.setattr(conv_module.ops, "pad", no_pad)
+    monkeypatch.setattr(transposed_by_phases.ops, "pad", no_pad)
     x = rng.standard_normal((1, 6, 6, 3)).astype("float32")
     w = rng.standard_normal((3, 3, 4, 3)).astype("float32")
-    assert tuple(conv_module._transposed_by_phases(x, w, (3, 3), (2, 2), "channels_last").shape) == (1, 12, 12, 4)
-
-
-def test_transposed_by_phases_has_the_same_gradients(monkeypatch, rng):
-    """Train one SGD step through a transposed convolution with each method."""
-    from keras_sl.layers import convolution as conv_module
-
-    x = rng.standard_normal((2, 6, 5, 3)).astype("float32")
-    y = rng.standard_normal((2, 12, 10, 4)).astype("float32")
-    results = []
-    for use_phases in (False, True):
-        monkeypatch.setattr(conv_module, "_transposed_by_phases_pays", lambda value=use_phases: value)
-        keras.utils.set_random_seed(3)
-        model = keras.Sequential([keras.Input((6, 5, 3)), Convolution(2, 4, strides=2, transposed=True)])
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", jit_compile=False)
-        model.train_on_batch(x, y)
-        results.append(model.get_weights())
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert tuple(transposed_by_phases.phases(x, w, (2, 2), (1, 1), 1, "channels_last").shape) == (1, 12, 12, 4)
 
 
 DEFERRED_CASES = [
@@ -247,46 +266,27 @@ DEFERRED_CASES = [
 
 
 @pytest.mark.parametrize("rank,strategy,lifted_last", DEFERRED_CASES)
-def test_norm_before_the_pixel_shuffle_gives_the_same_block(monkeypatch, rank, strategy, lifted_last, rng):
+def test_norm_before_the_pixel_shuffle_gives_the_same_block(rank, strategy, lifted_last, rng):
     """Up-sampling ConvNormAct with the transposed conv as phases: norm and
-    PReLU on the phase layout, then the shuffle (``call_deferred``), equal in
-    outputs and after one training step to norm after the shuffle."""
+    PReLU on the phase layout, then the shuffle (``call_deferred``): the
+    block's outputs and gradients are the reference's."""
     from keras_sl.blocks import ConvNormAct
-    from keras_sl.layers import convolution as conv_module
 
-    monkeypatch.setattr(conv_module, "_transposed_by_phases_pays", lambda: True)
-    shape = (2, 4, 6, 5, 3)[: rank + 1] + (3,)
-    x = rng.standard_normal(shape).astype("float32")
-    block_shape = tuple(d * 2 for d in shape[1:-1])
-    y = rng.standard_normal((2, *block_shape, 4)).astype("float32")
-    results = []
-    for deferred in (True, False):
-        monkeypatch.setattr(conv_module, "shuffle_is_deferred", lambda *args, value=deferred: value)
-        keras.utils.set_random_seed(5)
-        block = ConvNormAct(rank, 4, strides=2, transposed=True, strategy=strategy, lifted_axis_last=lifted_last)
-        model = keras.Sequential([keras.Input(shape[1:]), block])
-        values, finish = block.conv.call_deferred(ops.convert_to_tensor(x))
-        assert (finish is not None) == deferred
-        before = ops.convert_to_numpy(model(x))
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", jit_compile=False)
-        model.train_on_batch(x, y)
-        results.append((before, model.get_weights()))
-    (a, wa), (b, wb) = results
-    assert a.shape == (2, *block_shape, 4)
-    np.testing.assert_allclose(a, b, atol=1e-4)
-    for u, v in zip(wa, wb):
-        np.testing.assert_allclose(u, v, atol=1e-5)
+    x = rng.standard_normal((2, 4, 6, 5, 3)[: rank + 1] + (3,)).astype("float32")
+    block = ConvNormAct(rank, 4, strides=2, transposed=True, strategy=strategy, lifted_axis_last=lifted_last)
+    assert_matches_reference("convolution_deferred", "shuffle_after_norm", block, [x],
+                             lambda: block.trainable_weights, atol=1e-4)
+    assert tuple(block.compute_output_shape(x.shape)) == (2, *[d * 2 for d in x.shape[1:-1]], 4)
 
 
-def test_call_deferred_defers_only_a_phase_decomposed_transposed_convolution(monkeypatch, rng):
-    from keras_sl.layers import convolution as conv_module
-
+def test_call_deferred_defers_only_a_phase_decomposed_transposed_convolution(rng):
     x = ops.convert_to_tensor(rng.standard_normal((1, 6, 6, 3)).astype("float32"))
-    monkeypatch.setattr(conv_module, "_transposed_by_phases_pays", lambda: True)
-    assert Convolution(2, 4, strides=2).call_deferred(x)[1] is None  # not transposed
-    xt = ops.convert_to_tensor(np.moveaxis(ops.convert_to_numpy(x), -1, 1))
-    assert Convolution(2, 4, strides=2, transposed=True, data_format="channels_first").call_deferred(xt)[1] is None
-    values, finish = Convolution(2, 4, strides=2, transposed=True).call_deferred(x)
-    assert tuple(values.shape) == (1, 6, 6, 4, 4) and tuple(finish(values).shape) == (1, 12, 12, 4)
-    monkeypatch.setattr(conv_module, "_transposed_by_phases_pays", lambda: False)
-    assert Convolution(2, 4, strides=2, transposed=True).call_deferred(x)[1] is None
+    with dispatch.forced("convolution_deferred", "shuffle_after_norm"):
+        assert Convolution(2, 4, strides=2).call_deferred(x)[1] is None  # not transposed
+        xt = ops.convert_to_tensor(np.moveaxis(ops.convert_to_numpy(x), -1, 1))
+        assert Convolution(2, 4, strides=2, transposed=True, data_format="channels_first").call_deferred(xt)[1] \
+            is None
+        values, finish = Convolution(2, 4, strides=2, transposed=True).call_deferred(x)
+        assert tuple(values.shape) == (1, 6, 6, 4, 4) and tuple(finish(values).shape) == (1, 12, 12, 4)
+    with dispatch.forced("convolution_deferred", dispatch.REFERENCE):
+        assert Convolution(2, 4, strides=2, transposed=True).call_deferred(x)[1] is None

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from fast_parity import assert_matches_reference
 from keras_sl import SLUNet
 from keras_sl.blocks import ConvNormAct, ResidualUnit
 from keras_sl.layers import Convolution, InstanceNorm, LiftedSlices
@@ -126,6 +127,30 @@ def test_skip_convolution_equals_concatenate_then_convolve(layout, transposed, p
     assert clone.output_pattern == layer.output_pattern
     # MACs are those of the concatenated full convolution
     assert layer.conv.macs(None, layer.conv.logical_shape(y.shape)) == reference.macs(full.shape, expected.shape)
+
+
+@pytest.mark.parametrize("layout,transposed,patterns", [
+    ("lifted_last", False, [(0, 1, 1, 1, 1, 1, 1, 1)]), ("lifted_first", True, [(0, 1, 2, 2, 2, 3)]),
+    ("channels_first", False, [(0, 1, 1, 1), (0, 0, 0, 0)]), ("lifted_last", True, [(0, 1, 1, 1, 1, 1, 1, 1), None]),
+    ("channels_first", True, [(0, 1, 2, 2, 2, 3)]),
+])
+def test_compact_banded_path_has_the_reference_outputs_and_gradients(layout, transposed, patterns, rng):
+    """The reference expands compact inputs to all their slices, convolves
+    and keeps the output's distinct slices; the banded path never expands."""
+    length = len(next(p for p in patterns if p is not None))
+    parts = [_to_layout(_compact(p or tuple(range(length)), rng, shape=(2, 5, 4, c))[0], layout)
+             for p, c in zip(patterns, (3, 2))]
+    common = dict(strides=2 if transposed else (1, 2, 2), transposed=transposed, data_format=_fmt(layout),
+                  lifted_axis_last=layout == "lifted_last")
+    if len(patterns) == 1:
+        layer = Convolution(3, 4, lifted_pattern=patterns[0], **common)
+        fn = layer
+    else:
+        layer = Convolution(3, 4, input_patterns=patterns, **common)
+
+        def fn(*inputs):
+            return layer(list(inputs))
+    assert_matches_reference("convolution", "compact_banded", fn, parts, lambda: layer.trainable_weights)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

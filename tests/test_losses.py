@@ -371,3 +371,15 @@ def ref_structure_gradient(y, p, k):
         d_iou = -((w * m) * den - (inter + 1.0) * (w - w * m)) / den**2  # d wiou / d sig
         grad[b, s, ..., c] = (w * (sig - m) / w.sum() + d_iou * sig * (1.0 - sig)) / channels
     return grad
+
+
+@pytest.mark.parametrize("op,path", [("pixel_sums", "channels_first_einsum"), ("bce_with_logits", "torch_bce_kernel")])
+@pytest.mark.parametrize("per_slice", [False, True])
+def test_structure_loss_fast_paths_have_the_reference_values_and_gradients(op, path, per_slice, rng):
+    from fast_parity import assert_matches_reference
+
+    y = (rng.random((2, 12, 12, 2)) > 0.6).astype("float32")
+    p = (rng.normal(size=(2, 3, 12, 12, 2) if per_slice else (2, 12, 12, 2)) * 3).astype("float32")
+    loss = StructureLoss(kernel_size=5)
+    fn = (lambda q: loss.slice_values(y, q)) if per_slice else (lambda q: loss.call(y, q))
+    assert_matches_reference(op, path, fn, [p], atol=1e-6, rtol=1e-5)

@@ -4,6 +4,7 @@ import keras
 import pytest
 
 import keras_sl
+from keras_sl import registry
 from keras_sl.profiler import format_table_ii, table_ii
 
 # (model, levels, num_res_units) -> (GMACs at 512x512 rounded to 4 decimals, params)
@@ -32,6 +33,14 @@ def test_table_ii_has_all_rows(rows):
     assert {(r["model"], r["levels"], r["num_res_units"]) for r in rows} == {
         (m, lv, res) for m in ("unet", "sl_unet") for lv in (5, 8) for res in (1, 2)
     }
+    assert {r["name"] for r in rows} == set(registry.names())  # every registered model, by its name
+
+
+def test_profile_of_a_plain_task_counts_its_network():
+    """The registry's 2-D UNet is a Segmenter around MONAI's UNet: same counts."""
+    task = registry.build("unet_5l1r")
+    assert keras_sl.profile(task, (256, 256, 3)) == keras_sl.profile(task.backbone, (256, 256, 3))
+    assert keras_sl.profile(task, (256, 256, 3))["params"] == 3352215
 
 
 @pytest.mark.parametrize("key", sorted(EXPECTED))

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from keras import ops
 
+from fast_parity import assert_matches_reference
 from keras_sl import SLUNet
 from keras_sl.blocks import ResidualUnit
 from keras_sl.layers import Convolution
-from keras_sl.layers.convolution import _conv_by_taps, _conv_nd
+from keras_sl.layers.convolution import conv as conv_nd
 from keras_sl.models.sl_unet.selected_slice_sum import SelectedSliceSum
 
 
@@ -30,8 +31,19 @@ def test_convolution_by_taps_equals_the_convolution(data_format, kernel_size, fi
     shape = (2, *spatial, 6) if data_format == "channels_last" else (2, 6, *spatial)
     x = rng.normal(size=shape).astype("float32")
     kernel = rng.normal(size=(*kernel_size, 6, filters)).astype("float32")
-    expected = np_(_conv_nd(x, kernel, kernel_size, (1,) * rank, False, data_format))
-    np.testing.assert_allclose(np_(_conv_by_taps(x, kernel, kernel_size, data_format)), expected, atol=1e-4)
+
+    def convolve(x, kernel):
+        return conv_nd(x, kernel, (1,) * rank, (1,) * rank, 1, data_format)
+
+    assert_matches_reference("conv", "conv_by_taps", convolve, [x, kernel], atol=1e-4)
+
+
+def test_pointwise_product_as_a_1x1_convolution(rng):
+    from keras_sl.fast.conv_by_taps import pointwise
+
+    x = rng.normal(size=(2, 5, 6, 4)).astype("float32")
+    matrix = rng.normal(size=(4, 9)).astype("float32")
+    assert_matches_reference("pointwise", "torch_1x1_conv", pointwise, [x, matrix], atol=1e-4)
 
 
 @pytest.mark.parametrize("lifted_axis_last", [False, True])
@@ -53,6 +65,9 @@ def test_lifted_sum_equals_the_weighted_sum_of_the_output(lifted_axis_last, data
     # The remaining axes keep their order: the layer's layout without the lifted axis.
     expected = np.tensordot(full, weights, axes=([lifted], [0]))
     np.testing.assert_allclose(np_(conv.lifted_sum(x, weights)), expected, atol=2e-4)
+    if lifted_axis_last == (data_format == "channels_last"):  # gradients: half the cases
+        assert_matches_reference("lifted_sum", "summed_kernel", lambda t, w: conv.lifted_sum(t, w), [x, weights],
+                                 conv.trainable_weights, atol=2e-4)
 
 
 @pytest.mark.parametrize("add", ["identity", "add_input"])
@@ -69,6 +84,10 @@ def test_lifted_sum_of_the_identity_and_of_conv_plus_input(add, rng):
         expected = np.tensordot(np_(conv(x)) + x, weights, axes=([3], [0]))
         got = conv.lifted_sum(x, weights, add_input=True)
     np.testing.assert_allclose(np_(got), expected, atol=2e-4)
+    assert_matches_reference("lifted_sum", "summed_kernel",
+                             lambda t: conv.lifted_sum(t, weights, identity=add == "identity",
+                                                       add_input=add == "add_input"),
+                             [x], conv.trainable_weights, atol=2e-4)
 
 
 def test_lifted_sum_refuses_what_it_cannot_compute():

@@ -6,7 +6,6 @@ import math
 from typing import Sequence
 
 import keras
-from keras import ops
 
 from keras_sl.layers.convolution import Convolution, patterns_config
 from keras_sl.layers.instance_norm import InstanceNorm
@@ -36,7 +35,8 @@ class ConvNormAct(keras.layers.Layer):
     read as one channel-concatenated tensor, each compact with its own
     pattern (a skip connection without the concatenation, see
     ``keras_sl.layers.Convolution``). Dropout would make equal slices
-    differ, so a compact block has none.
+    differ, so a compact block has none. ``dilation`` and ``groups`` are
+    the convolution's.
 
     Example:
     >>> import numpy as np
@@ -60,6 +60,8 @@ class ConvNormAct(keras.layers.Layer):
         broadcast_input: bool = False,
         lifted_pattern: Sequence[int] | None = None,
         input_patterns: Sequence[Sequence[int] | None] | None = None,
+        dilation=1,
+        groups: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -91,6 +93,8 @@ class ConvNormAct(keras.layers.Layer):
             broadcast_input=broadcast_input,
             lifted_pattern=lifted_pattern,
             input_patterns=input_patterns,
+            dilation=dilation,
+            groups=groups,
             name="conv",
         )
         self.lifted_pattern = self.conv.lifted_pattern
@@ -100,7 +104,7 @@ class ConvNormAct(keras.layers.Layer):
             if self.output_pattern is not None:
                 compact = dict(
                     lifted_counts=slice_counts(self.output_pattern),
-                    lifted_axis=self.conv._lifted_position,
+                    lifted_axis=self.conv.lifted_axis,
                 )
             self.norm = InstanceNorm(data_format=self.data_format, name="norm", **compact)
             self.drop = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
@@ -128,8 +132,7 @@ class ConvNormAct(keras.layers.Layer):
             if conv_output is None:
                 y = self.conv(inputs)
             else:
-                y = conv_output if not self.conv.use_bias else self.conv._plus_bias(
-                    conv_output, ops.cast(self.conv.bias, conv_output.dtype))
+                y = self.conv.plus_bias(conv_output, self.conv.bias) if self.conv.use_bias else conv_output
             return y if residual is None else y + residual
         # Instance norm cancels the conv's bias: the norm takes it as a shift
         # of its statistics instead of a pass over the tensor.
@@ -180,5 +183,7 @@ class ConvNormAct(keras.layers.Layer):
             broadcast_input=self.broadcast_input,
             lifted_pattern=None if self.lifted_pattern is None else list(self.lifted_pattern),
             input_patterns=patterns_config(self.input_patterns),
+            dilation=self.conv.dilation,
+            groups=self.conv.groups,
         )
         return config

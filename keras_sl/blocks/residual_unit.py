@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from keras_sl.blocks.convolution_block import ConvNormAct
-from keras_sl.layers.convolution import Convolution, joint_convolutions_pay
+from keras_sl.layers.convolution import Convolution
 from keras_sl.layers.lifted_structure import canonical, conv_output_pattern, merge_patterns
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
 
@@ -125,8 +125,9 @@ class ResidualUnit(keras.layers.Layer):
     def call(self, inputs, training=None):
         if self._one_convolution:
             return self.units[0].conv(inputs, add_input=True)
-        first = None  # the first sub-unit's convolution, when run with the residual path
-        if self._joint_first:
+        first = None  # the first sub-unit's convolution, when computed here with the residual path
+        if self._strided and self.residual is not None:
+            # Same input, kernel size and stride: a fast path may run them as one convolution.
             first, res = self.units[0].conv.call_jointly(inputs, [self.residual], add_bias=(False, True))
         else:
             res = inputs if self.residual is None else self.residual(inputs)
@@ -142,15 +143,6 @@ class ResidualUnit(keras.layers.Layer):
         if self._gather_units is not None:
             return ops.take(y, self._gather_units, axis=self._lifted_axis) + res
         return y
-
-    @property
-    def _joint_first(self) -> bool:
-        """Whether the first sub-unit's convolution and the residual path run
-        as one convolution (:meth:`keras_sl.layers.Convolution.call_jointly`):
-        a strided unit, where both have the same kernel size and stride and
-        read the same input, on backends where one wider convolution pays
-        (:func:`keras_sl.layers.convolution.joint_convolutions_pay`)."""
-        return self._strided and self.residual is not None and joint_convolutions_pay()
 
     @property
     def _one_convolution(self) -> bool:
@@ -192,7 +184,7 @@ class ResidualUnit(keras.layers.Layer):
 
     @property
     def _lifted_axis(self) -> int:
-        return self.units[0].conv._lifted_position
+        return self.units[0].conv.lifted_axis
 
     def compute_output_shape(self, input_shape):
         shape = input_shape

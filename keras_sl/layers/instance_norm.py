@@ -1,89 +1,57 @@
-"""Instance normalisation without affine parameters (MONAI ``Norm.INSTANCE``)."""
+"""Instance normalisation without affine parameters (MONAI ``Norm.INSTANCE``), keras.ops reference.
+
+Fused, compiled or re-laid-out statistics live in :mod:`keras_sl.fast`
+(ops ``"instance_norm"``, ``"standardize"``, ``"moments"``, ``"scale"``).
+"""
 
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_sl.layers.elementwise import switched, torch_native_kernels
+from keras_sl.fast import dispatch
 from keras_sl.layers.prelu import prelu
-from keras_sl.utils.device import tf_cpu_only
 from keras_sl.utils.layout import spatial_axes, standardize_data_format
 
 
-def _wide_fold(length: int, channels: int) -> int:
-    """How many neighbouring positions to fold into the channels so that a
-    reduction over ``length`` runs on rows of >= 128 contiguous values
-    (1 when ``length`` is unknown)."""
-    fold = 1
-    if length is None:
-        return fold
-    while fold * channels < 128 and length % (2 * fold) == 0:
-        fold *= 2
-    return fold
+def moments(x, axes: Sequence[int]):
+    """Mean and biased variance of ``x`` over ``axes`` (kept); op ``"moments"``."""
+    return dispatch.run("moments", _moments, x, tuple(axes))
 
 
-def _flat_moments(x):
-    """Mean and biased variance over axis 1 of a ``(B, N, C)`` tensor (kept).
+def _moments(x, axes):
+    return ops.moments(x, axes=list(axes), keepdims=True)
 
-    JAX and the XLA-fused TensorFlow path: one pass, ``E[x^2] - E[x]^2`` over
-    a ``(B, N / f, f * C)`` view (rows of >= 128 values), then the ``f``
-    partial sums added: XLA's CPU reductions over a middle axis with few
-    channels are several times slower (a (4, 131072, 8) tensor: 4.0 ms for
-    ``keras.ops.moments``, 0.55 ms this way). As in Keras' torch backend,
-    float32 and clamped at 0. torch: ``keras.ops.moments`` (its fastest).
+
+def scale(x, mean, var, epsilon: float):
+    """``(x - mean) / sqrt(var + epsilon)``; op ``"scale"``."""
+    return dispatch.run("scale", _scale, x, mean, var, epsilon)
+
+
+def _scale(x, mean, var, epsilon):
+    return (x - mean) * ops.rsqrt(var + epsilon)
+
+
+def standardize(x, axes: Sequence[int], epsilon: float, shift=None, training: bool = False):
+    """``x + shift`` normalised over ``axes``; op ``"standardize"``.
+
+    ``shift`` (broadcasting to ``x``, one value per channel) moves the mean
+    by itself and leaves the variance, so it is never added to ``x`` (a
+    full pass); it stays in the graph with a zero gradient, so optimizers
+    see a convolution bias handed over this way.
     """
-    if keras.backend.backend() == "torch":
-        return ops.moments(x, axes=[1], keepdims=True)
-    batch, channels = ops.shape(x)[0], x.shape[2]
-    fold = _wide_fold(x.shape[1], channels)
-    wide = ops.reshape(x, (batch, -1, fold * channels)) if fold > 1 else x
-
-    def mean_of(t):
-        return ops.mean(ops.reshape(ops.mean(t, axis=1), (batch, fold, channels)), axis=1, keepdims=True)
-
-    mean = mean_of(wide)
-    var = mean_of(ops.square(wide)) - ops.square(mean)
-    return mean, ops.maximum(var, 0.0)
+    return dispatch.run("standardize", _standardize, x, tuple(axes), epsilon, shift, training)
 
 
-def _scale_shift(x, mean, var, epsilon: float):
-    """``(x - mean) / sqrt(var + epsilon)``; on torch one ``addcmul`` pass
-    (``x * r - mean * r``) instead of a subtraction and a multiplication over
-    the whole tensor (eager and exported torch graphs run each op as a pass;
-    not when traced for inductor, ``keras_sl.layers.elementwise``)."""
-    scale = ops.rsqrt(var + epsilon)
-    if torch_native_kernels():
-        import torch
-
-        return torch.addcmul(-mean * scale, x, scale)
-    return (x - mean) * scale
-
-
-def _tf_xla_fusion() -> bool:
-    """Whether TensorFlow compiles the norm (+ PReLU) with XLA: on CPU, where
-    TensorFlow runs each elementwise op as its own pass (norm + PReLU of a
-    (4, 128, 128, 8, 8) tensor: 7.5 ms as separate ops, 2.7 ms fused).
-    ``KERAS_SL_XLA_FUSION=0`` turns it off (exports do)."""
-    if keras.backend.backend() != "tensorflow" or not _XLA_FUSION[0]:
-        return False
-    if os.environ.get("KERAS_SL_XLA_FUSION", "1") == "0":
-        return False
-    return tf_cpu_only()
-
-
-_XLA_FUSION = [True]
-
-
-def xla_fusion(enabled: bool):
-    """Turn the XLA-fused norm of the TensorFlow backend on or off while
-    models are traced (exporters that cannot read XLA calls turn it off)."""
-    return switched(_XLA_FUSION, enabled)
+def _standardize(x, axes, epsilon, shift, training):
+    mean, var = moments(x, axes)
+    if shift is not None:
+        mean = (mean + shift) - shift
+    return scale(x, mean, var, epsilon)
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
@@ -124,87 +92,45 @@ class InstanceNorm(keras.layers.Layer):
             raise ValueError("Give both lifted_counts and lifted_axis, or neither.")
 
     def call(self, inputs, shift=None, training=None, prelu_alpha=None, residual=None):
-        """Normalise ``inputs + shift`` (``shift``: a per-channel vector).
-
-        The statistics absorb a per-channel shift exactly, so a convolution's
-        bias need not be added before the norm (a full pass over the
-        tensor): pass it as ``shift``. The output does not depend on it, but
-        it stays in the training graph (zero gradient) so that optimizers see
-        the weight. Two optional steps run in the same fused kernel where the
-        backend fuses (XLA: JAX, and TensorFlow on CPU, see
-        :func:`xla_fusion`): ``prelu_alpha`` applies a one-slope PReLU
-        (``keras_sl.layers.PReLU``) to the result, then ``residual`` (a tensor
-        of the output's shape) is added.
+        """Normalise ``inputs + shift`` (``shift``: a per-channel vector, see
+        :func:`standardize`: a convolution's bias need not be added before
+        the norm). ``prelu_alpha`` then applies a one-slope PReLU
+        (``keras_sl.layers.PReLU``) and ``residual`` (a tensor of the
+        output's shape) is added: fast paths fuse the three (op
+        ``"instance_norm"``).
         """
-        args = (inputs, shift, prelu_alpha, residual, bool(training))
-        if _tf_xla_fusion():
-            import tensorflow as tf
+        return dispatch.run("instance_norm", InstanceNorm.normalize, self, inputs, shift, prelu_alpha, residual,
+                            bool(training))
 
-            # Keras variables become tensors (compiled functions take tensors).
-            args = tuple(a if a is None or isinstance(a, bool) else tf.convert_to_tensor(a) for a in args)
-            if getattr(self, "_xla_normalize", None) is None:
-                normalize = self._normalize  # a closure: tf.function must not trace the layer
-
-                def fused(*args):
-                    return normalize(*args)
-
-                self._xla_normalize = tf.function(fused, jit_compile=True, autograph=False)
-            return self._xla_normalize(*args)
-        return self._normalize(*args)
-
-    def _normalize(self, inputs, shift, prelu_alpha, residual, training: bool):
+    def normalize(self, inputs, shift, prelu_alpha, residual, training: bool):
+        """The reference of :meth:`call`."""
         rank = len(inputs.shape) - 2
         axes = spatial_axes(rank, self.data_format)
         x = inputs
         if x.dtype in ("float16", "bfloat16"):
             x = ops.cast(x, "float32")  # statistics in float32 under mixed precision
         if shift is not None:
-            shape = (1,) * (rank + 1) + (-1,) if self.data_format == "channels_last" else (1, -1) + (1,) * rank
-            shift = ops.reshape(ops.cast(shift, x.dtype), shape)
-        if self.lifted_counts is None and self.data_format == "channels_first":
-            # Normalised axes trailing: one fused kernel where the backend has
-            # one (torch's layer_norm); moments and a scale elsewhere.
-            if shift is not None and training:
-                x = x + shift
-            y = ops.layer_normalization(x, axis=list(axes), epsilon=self.epsilon)
+            channels_last = self.data_format == "channels_last"
+            shift = ops.reshape(ops.cast(shift, x.dtype), (1,) * (rank + 1) + (-1,) if channels_last
+                                else (1, -1) + (1,) * rank)
+        if self.lifted_counts is None:
+            y = standardize(x, axes, self.epsilon, shift, training)
         else:
-            shape = None
-            if self.lifted_counts is None:
-                # (B, N, C): one reduction axis; XLA's CPU reductions over
-                # several non-minor axes are 2-10x slower (benchmarks/README.md).
-                shape = ops.shape(x)
-                x = ops.reshape(x, (shape[0], -1, shape[-1]))
-                mean, var = _flat_moments(x)
-                if shift is not None:
-                    shift = ops.reshape(shift, (1, 1, -1))
-            else:
-                mean, var = self._compact_moments(x, axes)
-            if shift is not None:  # (x + shift) - mean(x + shift), shift never added to x
+            mean, var = self.compact_moments(x, axes)
+            if shift is not None:
                 mean = (mean + shift) - shift
-            y = _scale_shift(x, mean, var, self.epsilon)
-            if shape is not None:
-                y = ops.reshape(y, shape)
+            y = scale(x, mean, var, self.epsilon)
         if prelu_alpha is not None:
             y = prelu(y, ops.reshape(ops.cast(prelu_alpha, y.dtype), (1,) * len(y.shape)))
         y = ops.cast(y, inputs.dtype)
         return y if residual is None else y + residual
 
-    def _compact_moments(self, x, axes):
+    def compact_moments(self, x, axes):
         """Moments of the logical tensor from its compact form: stored slice
         ``j`` stands for ``lifted_counts[j]`` equal slices (law of total
         variance over the slices, so no cancellation)."""
         lifted = self.lifted_axis % len(x.shape)
-        plane = [a for a in axes if a != lifted]
-        if self.data_format == "channels_last" and lifted == len(x.shape) - 2:
-            # (B, *plane, S, C): per-slice statistics as one reduction over a
-            # (B, N, S * C) view, like the plain norm.
-            shape = ops.shape(x)
-            slice_mean, slice_var = _flat_moments(ops.reshape(x, (shape[0], -1, x.shape[-2] * x.shape[-1])))
-            stats_shape = (shape[0],) + (1,) * len(plane) + tuple(x.shape[-2:])
-            slice_mean = ops.reshape(slice_mean, stats_shape)
-            slice_var = ops.reshape(slice_var, stats_shape)
-        else:
-            slice_mean, slice_var = ops.moments(x, axes=plane, keepdims=True)
+        slice_mean, slice_var = moments(x, [a for a in axes if a != lifted])
         shape = [1] * len(x.shape)
         shape[lifted] = len(self.lifted_counts)
         weights = np.asarray(self.lifted_counts, "float32").reshape(shape) / sum(self.lifted_counts)

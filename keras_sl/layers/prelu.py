@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
 
-from keras_sl.layers.elementwise import switched, torch_native_kernels
-
-_MAX_MIN_FORM = [False]
+from keras_sl.fast import dispatch
 
 
 def prelu(x, alpha):
-    """``x if x > 0 else alpha * x`` for a slope ``alpha`` that broadcasts to ``x``.
+    """``x if x > 0 else alpha * x`` for a slope ``alpha`` that broadcasts to
+    ``x``: ``x + (alpha - 1) * min(x, 0)``, three elementwise passes (see
+    :class:`PReLU`); op ``"prelu"``."""
+    return dispatch.run("prelu", _prelu, x, alpha)
 
-    ``x + (alpha - 1) * min(x, 0)``: three elementwise passes (see
-    :class:`PReLU`); on torch with one slope, PyTorch's native one-pass
-    kernel (unless traced for inductor, ``keras_sl.layers.elementwise``); inside :func:`max_min_form`, ``max(x, 0) + alpha * min(x, 0)``
-    (same values).
-    """
-    if _MAX_MIN_FORM[0]:
-        return ops.maximum(x, 0.0) + alpha * ops.minimum(x, 0.0)
-    if torch_native_kernels() and math.prod(alpha.shape) == 1:
-        # PyTorch's native PReLU: one pass instead of three (eager and exported graphs).
-        import torch
 
-        return torch.nn.functional.prelu(x, torch.reshape(alpha, (1,)))
+def _prelu(x, alpha):
     return x + (alpha - 1) * ops.minimum(x, 0)
-
-
-def max_min_form():
-    """Trace PReLUs as ``max(x, 0) + alpha * min(x, 0)``. The TFLite converter
-    fuses the default form into ``tfl.prelu``, which only takes tensors up to
-    rank 4, so SL networks' rank-5 activations need this form to convert."""
-    return switched(_MAX_MIN_FORM, True)
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_sl.layers.elementwise import torch_native_kernels
+from keras_sl.fast import dispatch
 
 
 def box_mean(x, kernel: int):
@@ -87,7 +87,7 @@ class StructureLoss(keras.losses.Loss):
         y_true = ops.cast(y_true, y_pred.dtype)
         rank = len(y_true.shape) - 2
         w = boundary_weights(y_true, self.kernel_size, self.strength)
-        sums = _PixelSums(rank, slice_axes)
+        sums = dispatch.run("pixel_sums", PixelSums, rank, slice_axes)
         y_true, w, y_pred = sums.layout(y_true), sums.layout(w), sums.layout(y_pred)
         wy = w * y_true
         sum_w = sums.of_target(w)
@@ -113,55 +113,38 @@ class StructureLoss(keras.losses.Loss):
 
 
 def _bce_with_logits(logits, target):
-    """Element-wise BCE with logits; ``target`` broadcasts to ``logits``.
+    """Element-wise BCE with logits; ``target`` broadcasts to ``logits``; op ``"bce_with_logits"``.
 
     ``softplus(x) - x * y`` is overflow-free and its gradient, sigmoid, is
-    right at 0 too (the relu/abs forms give ``-y`` there). torch runs
-    PyTorch's one-pass kernel instead (a weighted BCE + IoU and its gradient
-    for 4x16 slices at 256^2: 14 vs 30 ms with softplus)."""
-    if torch_native_kernels():
-        return ops.binary_crossentropy(ops.broadcast_to(target, ops.shape(logits)), logits, from_logits=True)
-    return ops.softplus(logits) - logits * target
+    right at 0 too (the relu/abs forms give ``-y`` there)."""
+    return dispatch.run("bce_with_logits", lambda x, y: ops.softplus(x) - x * y, logits, target)
 
 
-class _PixelSums:
+class PixelSums:
     """Per-image (and per-slice), per-channel sums of ``values * weights``
-    over the spatial axes, in the layout that is fastest per backend.
+    over the spatial axes of channels-last tensors (op ``"pixel_sums"``
+    builds one). ``weights`` have no slice axis until
+    :meth:`weights_over_slices`."""
 
-    JAX and TensorFlow: channels first, ``(B, C, [m,] *spatial)`` (with one
-    channel a free reshape), and each sum one einsum, a batched matrix
-    product, which XLA on the CPU runs several times faster than the same
-    sum as fused reductions (loss and gradient for 4x16 slices at 256^2:
-    JAX 75 -> 33 ms, TensorFlow 19 -> 18 ms). torch keeps channels last and
-    multiplies and sums (its einsum and its ops on permuted views are
-    slower). ``weights`` have no slice axis until :meth:`weights_over_slices`.
-    """
+    channel_axis, slice_axis = -1, 1
 
     def __init__(self, rank: int, slice_axes: int):
         self.rank, self.slice_axes = rank, slice_axes
-        self.channels_first = not torch_native_kernels()
-        self.channel_axis = 1 if self.channels_first else -1
-        self.slice_axis = 2 if self.channels_first else 1
-        spatial = "".join(chr(ord("h") + i) for i in range(rank))
-        slices = "m" * slice_axes
-        self.equation = f"bc{slices}{spatial},bc{spatial}->bc{slices}"
 
     def layout(self, x):
-        return ops.moveaxis(x, -1, 1) if self.channels_first else x
+        """``x`` (channels last) in the layout the sums read."""
+        return x
 
     def of_target(self, x):
         """Sum of a target-shaped tensor, shaped to broadcast against slice sums."""
-        first = 2 if self.channels_first else 1
+        first = 1 if self.channel_axis == -1 else 2
         total = ops.sum(x, axis=tuple(range(first, first + self.rank)))
         return ops.expand_dims(total, self.slice_axis) if self.slice_axes else total
 
     def weights_over_slices(self, x):
-        """Weights for slice values: the einsum broadcasts them itself; the
-        channels-last product needs a slice axis."""
-        return x if self.channels_first else ops.expand_dims(x, self.slice_axis)
+        """Weights for slice values: with a slice axis."""
+        return ops.expand_dims(x, self.slice_axis)
 
     def __call__(self, values, weights):
-        if self.channels_first:
-            return ops.einsum(self.equation, values, weights)
         first = 1 + self.slice_axes
         return ops.sum(values * weights, axis=tuple(range(first, first + self.rank)))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import keras
 
+from keras_sl.fast.runtime import ProcessTuningMixin
 from keras_sl.models.inference_graph import InferenceGraphMixin
 from keras_sl.models.xla_compile_options import XlaCompileOptionsMixin
 from keras_sl.presets.preset_io import PresetMixin
 from keras_sl.utils.checks import check_image_batch
 
 
-class SLModel(PresetMixin, XlaCompileOptionsMixin, InferenceGraphMixin, keras.Model):
+class SLModel(ProcessTuningMixin, PresetMixin, XlaCompileOptionsMixin, InferenceGraphMixin, keras.Model):
     """Base of keras_sl models built with the functional API.
 
     Subclasses set ``in_channels``, ``data_format`` and a ``stride_multiple``

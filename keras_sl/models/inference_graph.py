@@ -44,13 +44,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import time
 import warnings
 
 import keras
 
-from keras_sl.layers.elementwise import traced_for_fusion
+from keras_sl import config
+from keras_sl.fast.torch_kernels import traced_for_fusion
 
 GRAPH_MODES = ("eager", "export", "inductor")
 ENV_VAR = "KERAS_SL_TORCH_GRAPH"
@@ -62,7 +62,7 @@ MAX_GRAPHS = 4
 
 def default_graph_mode() -> str:
     """``"export"`` unless ``KERAS_SL_TORCH_GRAPH`` names another mode."""
-    mode = os.environ.get(ENV_VAR, "export").strip().lower() or "export"
+    mode = config.torch_graph()
     if mode not in GRAPH_MODES:
         raise ValueError(
             f"{ENV_VAR}={mode!r} is not a torch inference graph mode; use one of {GRAPH_MODES}."

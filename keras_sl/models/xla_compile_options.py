@@ -22,6 +22,7 @@ import sys
 
 import keras
 
+from keras_sl import config
 from keras_sl.utils.device import jax_cpu_only
 
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
@@ -49,7 +50,7 @@ def xla_cpu_compiler_options() -> dict[str, str]:
     """
     if keras.backend.backend() != "jax" or not jax_cpu_only():
         return {}
-    if os.environ.get("KERAS_SL_XLA_CPU_LIBRARY_FUSIONS", "0") == "1":
+    if config.xla_cpu_library_fusions():
         return {}
     if YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
         return {}  # the user chose; XLA reads it from the flags

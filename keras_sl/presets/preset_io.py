@@ -28,6 +28,8 @@ from pathlib import Path
 
 import keras
 
+from keras_sl import config
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
@@ -47,7 +49,7 @@ def builtin_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("KERAS_SL_CACHE", Path.home() / ".cache" / "keras_sl")) / "presets"
+    return config.cache_dir() / "presets"
 
 
 def sha256_file(path: os.PathLike) -> str:

@@ -1,0 +1,48 @@
+"""Grouped and depthwise convolutions on TensorFlow (op ``"conv"``).
+
+Keras' TensorFlow backend compiles every grouped convolution with XLA, whose
+CPU kernels are slow for them (measured here, 3x3 kernels, float32):
+depthwise 2-D on (4, 128, 128, 32) 83.6 ms grouped vs 0.86 ms with
+TensorFlow's depthwise kernel; depthwise 3-D on (2, 16, 64, 64, 16) 608 ms
+grouped vs 24.5 ms as one convolution per group.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from keras_sl.fast.dispatch import register
+from keras_sl.layers.convolution import conv, pad_spatial, torch_padding
+
+
+def _applies_depthwise(x, kernel, strides, dilation, groups, data_format) -> bool:
+    rank = len(strides)
+    return (rank <= 2 and groups > 1 and kernel.shape[-2] == 1 and len(set(strides)) == 1
+            and (strides[0] == 1 or all(d == 1 for d in dilation)))
+
+
+@register("conv", "tensorflow_depthwise", backends=("tensorflow",), devices=("cpu",), applies=_applies_depthwise,
+          summary="groups == in_channels, rank 1-2: TensorFlow's depthwise kernel instead of Keras' "
+                  "XLA-compiled grouped convolution (3x3 on (4, 128, 128, 32): 83.6 -> 0.86 ms on CPU).")
+def tensorflow_depthwise(x, kernel, strides, dilation, groups, data_format):
+    if data_format == "channels_first":
+        y = tensorflow_depthwise(ops.moveaxis(x, 1, -1), kernel, strides, dilation, groups, "channels_last")
+        return ops.moveaxis(y, -1, 1)
+    rank = len(strides)
+    channels = x.shape[-1]
+    # (*k, 1, channels * multiplier) -> (*k, channels, multiplier): output c * m + j reads channel c.
+    kernel = ops.reshape(kernel, (*kernel.shape[:rank], channels, kernel.shape[-1] // channels))
+    if strides[0] == 1:
+        return ops.depthwise_conv(x, kernel, strides=1, padding="same", dilation_rate=dilation)
+    x = pad_spatial(x, torch_padding(kernel.shape[:rank], dilation), "channels_last")
+    return ops.depthwise_conv(x, kernel, strides=strides, padding="valid")
+
+
+@register("conv", "tensorflow_groups_split", backends=("tensorflow",), devices=("cpu",),
+          applies=lambda x, kernel, strides, dilation, groups, data_format: groups > 1,
+          summary="Other grouped convolutions on TensorFlow's CPU: one convolution per group, concatenated "
+                  "(depthwise 3x3x3 on (2, 16, 64, 64, 16): 608 -> 24.5 ms).")
+def tensorflow_groups_split(x, kernel, strides, dilation, groups, data_format):
+    axis = -1 if data_format == "channels_last" else 1
+    parts = zip(ops.split(x, groups, axis=axis), ops.split(kernel, groups, axis=-1))
+    return ops.concatenate([conv(xg, kg, strides, dilation, 1, data_format) for xg, kg in parts], axis=axis)

@@ -47,7 +47,7 @@ def resolve_backbone_layout(layout: str = "auto") -> str:
     ``"lifted_last"`` on every backend: the lifted axis sits next to the
     channels, so the banded convolution folds it for free. On torch the
     convolutions then run on channels_last memory views (no copies,
-    ``keras_sl.layers.convolution._native_layout``), which PyTorch's CPU
+    ``keras_sl.fast.native_layouts.torch_channels_last_view``), which PyTorch's CPU
     kernels run 3-5x faster than plain NCHW; this measured faster than
     ``"channels_first"`` for SL-UNet inference (benchmarks/README.md).
     """

@@ -31,7 +31,7 @@ from keras_sl.datasets.modest import MODEST
 from keras_sl.datasets.nyu_depth_v2 import NYUDepthV2
 from keras_sl.datasets.seven_scenes import SevenScenes
 
-REAL_7SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen"
+REAL_7SCENES = Path(__file__).resolve().parents[3] / "shared" / "data" / "7scenes-redkitchen"
 ALL_READERS = [Cityscapes, Make3D, DIODE, KITTI, NYUDepthV2, MODEST, SevenScenes]
 
 

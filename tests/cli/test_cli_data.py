@@ -11,7 +11,7 @@ import keras_sl
 from keras_sl.cli import main
 from keras_sl.data import IDENTITY, make_cells
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def kvasir_fixture(root: Path, n: int = 8, size=(40, 52)) -> Path:
@@ -104,7 +104,7 @@ def test_recipe_on_real_kvasir_images(tmp_path):
     old = sys.argv
     sys.argv = argv
     try:
-        runpy.run_path(str(Path(__file__).resolve().parents[1] / "recipes" / "table3.py"), run_name="__main__")
+        runpy.run_path(str(Path(__file__).resolve().parents[2] / "recipes" / "table3.py"), run_name="__main__")
     finally:
         sys.argv = old
     results = json.loads((tmp_path / "run" / "results.json").read_text())

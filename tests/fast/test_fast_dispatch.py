@@ -13,7 +13,7 @@ from keras_sl import SLUNet
 from keras_sl.fast import dispatch
 from keras_sl.layers.convolution import conv, conv_transpose
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "fast_paths.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "fast_paths.md"
 
 
 @pytest.fixture

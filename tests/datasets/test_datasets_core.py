@@ -11,7 +11,7 @@ from keras_sl import datasets
 from keras_sl.data.normalization import IMAGENET, normalize
 from keras_sl.datasets import DSB2018, DRIVE, KvasirSEG, SegmentationLoader, deterministic_split
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _save(path: Path, array, **kw):

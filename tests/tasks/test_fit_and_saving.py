@@ -15,7 +15,7 @@ import keras_sl
 from keras_sl.callbacks import SliceSelection
 from keras_sl.data import make_cells
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(levels=3, lift_depth=4, num_selected=2, input_shape=(32, 32, 3))
 
 

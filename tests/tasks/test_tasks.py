@@ -10,7 +10,7 @@ import pytest
 import keras_sl
 from harness import run_task_tests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 
 

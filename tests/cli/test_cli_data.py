@@ -64,6 +64,7 @@ def test_predict_cli_keeps_input_size(tmp_path, tiny_preset):
     assert Path(report["predictions"][0]["mask"]).name == "id00_mask.png"
 
 
+@pytest.mark.slow  # ~1 min per backend; the recipe test below trains through the same path
 def test_train_cli_and_fine_tune(tmp_path):
     data = kvasir_fixture(tmp_path / "kvasir", n=6, size=(32, 32))
     run = tmp_path / "run"

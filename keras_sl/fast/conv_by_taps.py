@@ -16,7 +16,7 @@ import math
 from keras import ops
 
 from keras_sl.fast import dispatch
-from keras_sl.fast.dispatch import register
+from keras_sl.fast.dispatch import channels_last_conv, register
 from keras_sl.layers.convolution import keras_conv
 
 # Up to this many (filters x taps) outputs.
@@ -49,10 +49,8 @@ def _applies(x, kernel, strides, dilation, groups, data_format) -> bool:
           summary="A stride-1 convolution with few outputs as one matmul to (tap, filter) channels plus a "
                   "shifted sum (16->1 channels, 3x3, batch 4, 256^2: TF 3.1 -> 2.0 ms, JAX 4.9 -> 1.4, "
                   "torch 15 -> 4.0 ms); taken only where a caller asks (lifted sums).")
+@channels_last_conv
 def conv_by_taps(x, kernel, strides, dilation, groups, data_format):
-    if data_format == "channels_first":
-        y = conv_by_taps(ops.moveaxis(x, 1, -1), kernel, strides, dilation, groups, "channels_last")
-        return ops.moveaxis(y, -1, 1)
     rank = len(strides)
     kernel_size = tuple(kernel.shape[:rank])
     in_channels, filters = kernel.shape[-2], kernel.shape[-1]

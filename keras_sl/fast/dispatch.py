@@ -227,3 +227,20 @@ def recording() -> Iterator[list[tuple[str, str]]]:
         yield record
     finally:
         _RECORDS.remove(record)
+
+
+def channels_last_conv(fn):
+    """Let a conv path written for channels-last data take channels-first
+    data too (the channel axis moved in and back out)."""
+    import functools
+
+    from keras import ops
+
+    @functools.wraps(fn)
+    def wrapper(x, kernel, strides, dilation, groups, data_format):
+        if data_format == "channels_first":
+            y = fn(ops.moveaxis(x, 1, -1), kernel, strides, dilation, groups, "channels_last")
+            return ops.moveaxis(y, -1, 1)
+        return fn(x, kernel, strides, dilation, groups, data_format)
+
+    return wrapper

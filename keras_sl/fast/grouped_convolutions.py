@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_sl.fast.dispatch import register
+from keras_sl.fast.dispatch import channels_last_conv, register
 from keras_sl.layers.convolution import conv, pad_spatial, torch_padding
 
 
@@ -24,10 +24,8 @@ def _applies_depthwise(x, kernel, strides, dilation, groups, data_format) -> boo
 @register("conv", "tensorflow_depthwise", backends=("tensorflow",), devices=("cpu",), applies=_applies_depthwise,
           summary="groups == in_channels, rank 1-2: TensorFlow's depthwise kernel instead of Keras' "
                   "XLA-compiled grouped convolution (3x3 on (4, 128, 128, 32): 83.6 -> 0.86 ms on CPU).")
+@channels_last_conv
 def tensorflow_depthwise(x, kernel, strides, dilation, groups, data_format):
-    if data_format == "channels_first":
-        y = tensorflow_depthwise(ops.moveaxis(x, 1, -1), kernel, strides, dilation, groups, "channels_last")
-        return ops.moveaxis(y, -1, 1)
     rank = len(strides)
     channels = x.shape[-1]
     # (*k, 1, channels * multiplier) -> (*k, channels, multiplier): output c * m + j reads channel c.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_sl.preprocessing import ImagePreprocessor
+
 #: Images already in [0, 1]; no mean/std shift.
 IDENTITY = {"scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 #: uint8 images, ImageNet statistics.
@@ -17,10 +19,6 @@ def normalize(images, spec: dict | None) -> np.ndarray:
     >>> [round(float(v), 3) for v in normalize(np.full((1, 1, 1, 3), 255, "uint8"), IMAGENET).ravel()]
     [2.249, 2.429, 2.64]
     """
-    x = np.asarray(images, dtype="float32")
     if not spec:
-        return x
-    x = x * float(spec.get("scale", 1.0))
-    mean = np.asarray(spec.get("mean", 0.0), dtype="float32")
-    std = np.asarray(spec.get("std", 1.0), dtype="float32")
-    return (x - mean) / std
+        return np.asarray(images, dtype="float32")
+    return ImagePreprocessor.from_normalization(spec, data_format="channels_last").normalize(images)

@@ -7,19 +7,17 @@ from typing import Sequence
 
 import keras
 import numpy as np
-from PIL import Image
 
+from keras_sl.preprocessing.image_preprocessor import resize_image
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]):
-    """Bilinear image, nearest-neighbour mask, to ``size = (H, W)``."""
-    h, w = size
-    img = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR)) if image.shape[:2] != (h, w) else image
+    """Bilinear image, nearest-neighbour mask, to ``size = (H, W)`` (the
+    preprocessor's resizing, :func:`keras_sl.preprocessing.image_preprocessor.resize_image`)."""
+    image = resize_image(image, size)
     if mask is None:
-        return img, None
-    if mask.shape[:2] != (h, w):
-        mask = np.asarray(Image.fromarray(mask[..., 0].astype("float32"), mode="F").resize((w, h), Image.NEAREST))[..., None]
-    return img, mask
+        return image, None
+    return image, resize_image(np.asarray(mask, dtype="float32"), size, "nearest")
 
 
 def zoom_pair(image: np.ndarray, mask: np.ndarray, scale: float, size: tuple[int, int], rng):

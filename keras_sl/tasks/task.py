@@ -9,6 +9,8 @@ results at each input's size.
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 
@@ -172,7 +174,7 @@ class Task(SLModel):
                 image = keras.Input(shape=self.image_shape, name="image")
                 graph = PredictionGraph(image, self._prediction_graph_outputs(image, name),
                                         name=f"{self.name}_{name}")
-                graph._graph_mode_source = _weak(self)
+                graph._graph_mode_source = weakref.ref(self)
                 cache[name] = graph
         return cache[kind]
 
@@ -255,8 +257,3 @@ class Task(SLModel):
     def _preprocessor_config(self):
         return keras.saving.serialize_keras_object(self.preprocessor)
 
-
-def _weak(model):
-    import weakref
-
-    return weakref.ref(model)

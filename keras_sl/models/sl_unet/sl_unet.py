@@ -95,11 +95,6 @@ class SLUNet(SLSegmenter):
     ):
         data_format = standardize_data_format(data_format)
         layout = backend_defaults.resolve_backbone_layout(backbone_layout)
-        if num_selected >= lift_depth:
-            raise ValueError(
-                f"num_selected ({num_selected}) must be smaller than lift_depth "
-                f"({lift_depth}) so that PQA has unselected slices to compare with."
-            )
         if input_shape is None:
             input_shape = (None, None, in_channels) if data_format == "channels_last" else (in_channels, None, None)
         input_shape = tuple(input_shape)

@@ -8,7 +8,7 @@ from keras_sl.layers.prelu import PReLU
 from keras_sl.layers.slice_head import SliceHead
 from keras_sl.layers.attention import SpatialReductionAttention
 from keras_sl.layers.normalization import BatchNorm, LayerNorm
-from keras_sl.layers.upsampling import Upsample, interpolate
+from keras_sl.layers.upsampling import Upsample, UpsampleLike, interpolate
 
 __all__ = ["Convolution", "InstanceNorm", "Lift", "LiftedSlices", "PReLU", "SliceHead"]
-__all__ += ["BatchNorm", "LayerNorm", "SpatialReductionAttention", "Upsample", "interpolate"]
+__all__ += ["BatchNorm", "LayerNorm", "SpatialReductionAttention", "Upsample", "UpsampleLike", "interpolate"]

@@ -208,7 +208,7 @@ def interpolate(
         out = None if sizes is None else sizes[i]
         scale = None if scales is None else float(scales[i])
         in_size = x.shape[axis]
-        if in_size is not None:
+        if in_size is not None and (out is None or isinstance(out, (int, np.integer))):
             length = _output_length(in_size, out, scale)
             mapping_scale = None if recompute_scale_factor else scale
             plan = _static_plan(in_size, length, mapping_scale, mode, bool(align_corners), shortcuts)
@@ -244,6 +244,9 @@ class Upsample(keras.layers.Layer):
         recompute_scale_factor: PyTorch's flag: map positions with
             ``in / out`` instead of ``1 / scale_factor``.
         data_format: ``"channels_last"`` or ``"channels_first"``.
+        count_macs: thop counts ``nn.Upsample`` modules but not
+            ``F.interpolate`` calls; ``False`` ports such a call (0 MACs in
+            :func:`keras_sl.profile`).
 
     Example:
     >>> import numpy as np
@@ -264,10 +267,12 @@ class Upsample(keras.layers.Layer):
         align_corners: bool = False,
         recompute_scale_factor: bool = False,
         data_format: str | None = None,
+        count_macs: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         _check_arguments(size, scale_factor, mode, align_corners)
+        self.count_macs = bool(count_macs)
         self.scale_factor = _config_value(scale_factor, float)
         self.size = _config_value(size, int)
         self.mode = mode
@@ -307,6 +312,7 @@ class Upsample(keras.layers.Layer):
             align_corners=self.align_corners,
             recompute_scale_factor=self.recompute_scale_factor,
             data_format=self.data_format,
+            count_macs=self.count_macs,
         )
         return config
 
@@ -314,6 +320,65 @@ class Upsample(keras.layers.Layer):
         """thop's count for ``nn.Upsample`` (``F.interpolate`` calls count 0
         there): per output element 1 (nearest), 5 / 11 / 31 (linear at rank
         1 / 2 / 3)."""
+        if not self.count_macs:
+            return 0
         rank = len(output_shape) - 2
         per_element = 1 if self.mode.startswith("nearest") else {1: 5, 2: 11, 3: 31}.get(rank, 0)
         return per_element * int(math.prod(output_shape[1:]))
+
+
+@keras.saving.register_keras_serializable(package="keras_sl")
+class UpsampleLike(Upsample):
+    """Resample ``x`` to the spatial size of a reference tensor: ``[x, ref] -> x'``.
+
+    A decoder that upsamples each stage to its skip's size instead of by a
+    fixed factor is rank-generic in the strongest sense: the same code serves
+    its 2-D form and its SL twin at rank 3 whether the lifted axis grows
+    between stages (lifted depths ``[8, 4, 2, 1]``) or not (one depth for every
+    level), and odd sizes need no special case. For ``out == 2 * in``, PyTorch
+    maps positions identically with ``scale_factor=2`` and with
+    ``size=2 * in``, so ports of ``nn.Upsample(scale_factor=2)`` stay exact.
+    Counts as ``nn.Upsample`` under thop's rules.
+
+    Args:
+        mode, align_corners, data_format, count_macs: as :class:`Upsample`.
+
+    Example:
+    >>> import numpy as np
+    >>> up = UpsampleLike(mode="bilinear")
+    >>> tuple(up([np.zeros((1, 2, 3, 4), "float32"), np.zeros((1, 4, 6, 8), "float32")]).shape)
+    (1, 4, 6, 4)
+    """
+
+    def __init__(self, mode: str = "nearest", align_corners: bool = False, data_format: str | None = None,
+                 count_macs: bool = True, **kwargs):
+        kwargs.pop("scale_factor", None)
+        kwargs.pop("size", None)
+        kwargs.pop("recompute_scale_factor", None)
+        super().__init__(scale_factor=1, mode=mode, align_corners=align_corners, data_format=data_format,
+                         count_macs=count_macs, **kwargs)
+
+    def call(self, inputs):
+        x, reference = inputs
+        axes = spatial_axes(len(x.shape) - 2, self.data_format)
+        static = [reference.shape[a] for a in axes]
+        if all(s is not None for s in static):
+            size = [int(s) for s in static]
+        else:
+            shape = ops.shape(reference)
+            size = [shape[a] for a in axes]
+        return interpolate(x, size=size, mode=self.mode, align_corners=self.align_corners,
+                           data_format=self.data_format)
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, ref_shape = input_shapes
+        shape = list(x_shape)
+        for a in spatial_axes(len(shape) - 2, self.data_format):
+            shape[a] = ref_shape[a]
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("scale_factor", "size", "recompute_scale_factor"):
+            config.pop(key, None)
+        return config

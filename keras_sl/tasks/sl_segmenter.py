@@ -71,7 +71,10 @@ class SLSegmenter(Task):
     Args:
         backbone: a network built at rank k+1 taking ``(B, m, *spatial, C)``
             (or declaring another lifted layout, see :func:`lifted_layout`).
-        lift_depth: m, copies along the lifted axis (16 in the paper).
+        lift_depth: m, copies along the lifted axis (default 16, the paper's).
+            A backbone with ``lifts_input = True`` (an encoder-decoder
+            :class:`keras_sl.models.encoder_decoder.PyramidNetwork` that lifts
+            its features) takes the k-D image and sets m itself.
         num_selected: s, slices combined at prediction time (5).
         activation: ``"auto"`` = sigmoid for K=1 else softmax; ``None`` for
             regression (slices are then averaged, not summed).
@@ -92,7 +95,7 @@ class SLSegmenter(Task):
     def __init__(
         self,
         backbone,
-        lift_depth: int = 16,
+        lift_depth: int | None = None,
         num_selected: int = 5,
         activation: str | None = "auto",
         selected_slices: Sequence[int] | None = None,
@@ -103,17 +106,29 @@ class SLSegmenter(Task):
     ):
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
+        net_format, lifted_last, compact = lifted_layout(backbone)
+        lifts = bool(getattr(backbone, "lifts_input", False))
+        if lifts:
+            # The network lifts its own (feature) inputs: it takes the k-D image.
+            depth = int(backbone.lift_depth)
+            if lift_depth not in (None, depth):
+                raise ValueError(
+                    f"The backbone lifts its inputs itself and returns {depth} slices; got lift_depth={lift_depth}. "
+                    "Leave lift_depth out (or pass the backbone's)."
+                )
+            lift_depth = depth
+        lift_depth = 16 if lift_depth is None else int(lift_depth)
         if num_selected >= lift_depth:
             raise ValueError(
                 f"num_selected ({num_selected}) must be smaller than lift_depth "
                 f"({lift_depth}) so that PQA has unselected slices to compare with."
             )
-        net_format, lifted_last, compact = lifted_layout(backbone)
         data_format = standardize_data_format(data_format or net_format)
         net_shape = tuple(backbone.input_shape[1:])
-        rank = len(net_shape) - 2  # k: the image's spatial rank
+        rank = len(net_shape) - (1 if lifts else 2)  # k: the image's spatial rank
         if input_shape is None:
-            input_shape = self._image_shape_from(net_shape, net_format, lifted_last, data_format)
+            input_shape = net_shape if lifts else self._image_shape_from(net_shape, net_format, lifted_last,
+                                                                         data_format)
         input_shape = tuple(input_shape)
         if len(input_shape) != rank + 1:
             raise ValueError(
@@ -125,9 +140,10 @@ class SLSegmenter(Task):
         x = inputs
         if to_net is not None:
             x = keras.layers.Permute(to_net, name="to_backbone_format")(x)
-        lifted = Lift(lift_depth, data_format=net_format, lifted_axis_last=lifted_last, compact=compact,
-                      name="lift")(x)
-        slice_logits = backbone(lifted)
+        if not lifts:
+            x = Lift(lift_depth, data_format=net_format, lifted_axis_last=lifted_last, compact=compact,
+                     name="lift")(x)
+        slice_logits = backbone(x)
         to_slices = _slice_permutation(net_format, lifted_last, data_format, rank + 1)
         if to_slices is not None:
             slice_logits = keras.layers.Permute(to_slices, name="to_slice_layout")(slice_logits)
@@ -170,6 +186,8 @@ class SLSegmenter(Task):
     @property
     def stride_multiple(self) -> tuple[int, ...]:
         """Each image spatial size must be a multiple of this."""
+        if getattr(self.backbone, "lifts_input", False):
+            return tuple(self.backbone.stride_multiple)
         _, lifted_last, _ = lifted_layout(self.backbone)
         rank = len(self.backbone.input_shape) - 2
         multiple = tuple(getattr(self.backbone, "stride_multiple", (1,) * rank))

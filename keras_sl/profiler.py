@@ -37,6 +37,52 @@ def _graph_macs(model: keras.Model) -> int:
     return total
 
 
+def _first_shape(value) -> tuple | None:
+    for x in keras.tree.flatten(value):
+        if hasattr(x, "shape"):
+            return tuple(x.shape)
+    return None
+
+
+def count_macs(model: keras.Model, input_shapes) -> int:
+    """MACs of a functional ``model`` (nested functional models included)
+    for inputs of ``input_shapes`` (one shape, batch included, or a list),
+    whatever static sizes the model was built with: the graph is walked once
+    with symbolic tensors of these shapes (nothing is computed, no weight is
+    needed, the model is not changed).
+
+    Example:
+    >>> import keras_sl
+    >>> from keras_sl.models.unet import UNet
+    >>> net = UNet(2, 3, 1, channels=(8, 16), strides=(2,))
+    >>> count_macs(net, (1, 64, 64, 3)) == count_macs(net, (1, 32, 32, 3)) * 4
+    True
+    """
+    shapes = [input_shapes] if isinstance(input_shapes[0], (int, type(None))) else list(input_shapes)
+    specs = [keras.KerasTensor(tuple(shape), dtype=x.dtype) for shape, x in zip(shapes, model.inputs)]
+    return _walk(model, specs)[1]
+
+
+def _walk(model, inputs):
+    total = 0
+
+    def call(op, *args, **kwargs):
+        nonlocal total
+        if isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
+            outputs, macs = _walk(op, keras.tree.flatten((args, kwargs)))
+            total += macs
+            return outputs
+        kwargs.pop("training", None)
+        outputs = op.compute_output_spec(*args, **kwargs)
+        if hasattr(op, "macs"):
+            total += int(op.macs(_first_shape((args, kwargs)), _first_shape(outputs)))
+        return outputs
+
+    inputs = [x for x in inputs if isinstance(x, keras.KerasTensor)]
+    outputs = model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call)
+    return outputs, total
+
+
 def profile(model: keras.Model, input_shape: Sequence[int]) -> dict:
     """Count parameters and MACs of ``model`` for one image of ``input_shape``.
 

@@ -127,9 +127,30 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_profile(args) -> int:
-    from keras_sl.profiler import format_table_ii, table_ii
+def _model_names_help() -> str:
+    from keras_sl import registry
 
+    image_models = registry.names("sl_unet") + registry.names("unet")
+    return (", ".join(image_models) + "; and <encoder>_<decoder> pairs, e.g. effnetlite0_sl_emcad "
+            "(keras_sl.models.encoder_decoder.zoo)")
+
+
+def cmd_profile(args) -> int:
+    from keras_sl.profiler import format_table_ii, format_table_vi, table_ii, table_vi
+
+    if args.table == 6:
+        resolution = args.resolution or 384
+        rows = table_vi(resolution)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"table": 6, "resolution": resolution, "rows": rows}, f, indent=2)
+        print(format_table_vi(rows, resolution))
+        print("\nMACs counted as thop counts the original modules (see docs/decoders.md). The original "
+              "decoders are counted alone (HSNet with its heads), as thop gives the paper's figures; the SL "
+              "and UNet decoders are keras_sl's design (projections + lift + decoder at rank 3), which the "
+              "paper does not specify: ours, next to the paper's.")
+        return 0
+    args.resolution = args.resolution or 512
     rows = table_ii(args.resolution)
     if args.json:
         with open(args.json, "w") as f:
@@ -313,8 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
-    prof = sub.add_parser("profile", help="print the paper's Table II (params, GMACs) for keras_sl models")
-    prof.add_argument("--resolution", type=int, default=512)
+    prof = sub.add_parser("profile", help="print the paper's Table II or VI (params, GMACs) for keras_sl models")
+    prof.add_argument("--table", type=int, choices=(2, 6), default=2,
+                      help="2: SL-UNet vs UNet on images (default); 6: decoders on PVTv2-b2 features")
+    prof.add_argument("--resolution", type=int, default=None, help="image size (default 512 for table 2, 384 for 6)")
     prof.add_argument("--json", help="also write the rows to this JSON file")
     prof.set_defaults(func=cmd_profile)
 
@@ -352,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--preset", help="start from this preset's architecture and weights")
     tr.add_argument("--save-preset", help="save the trained model as a preset folder")
     tr.add_argument("--model", default="sl_unet_5l1r",
-                    help="a model name (keras_sl.registry): " + ", ".join(registry.names())
+                    help="a model name (keras_sl.registry): " + _model_names_help()
                     + "; or a family (sl_unet, unet) with --levels and --res")
     tr.add_argument("--levels", type=int, help="with a family --model: levels (default 5)")
     tr.add_argument("--res", type=int, help="with a family --model: residual units (default 1)")
@@ -365,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="time inference/training steps under the current KERAS_BACKEND")
     be.add_argument("--models", default="sl_unet_5l1r,unet_5l1r",
-                    help="comma-separated model names (keras_sl.registry): " + ", ".join(registry.names()))
+                    help="comma-separated model names (keras_sl.registry): " + _model_names_help())
     be.add_argument("--resolution", type=int, default=256, help="square input size (multiple of 16; 128 for 8 levels)")
     be.add_argument("--batch", type=int, default=4)
     be.add_argument("--mode", choices=["infer", "train", "both"], default="both")

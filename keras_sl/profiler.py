@@ -155,3 +155,76 @@ def format_table_ii(rows: list[dict], resolution: int) -> str:
             f"{r['params']:>11,} {r['paper_mparams']:>8.4f} {r['gmacs']:>9.4f} {r['paper_gmacs']:>8.4f}"
         )
     return "\n".join(lines)
+
+
+# Table VI of the paper: decoder -> published (GMACs, M params) on PVTv2-b2 features of a 384x384 image.
+PAPER_TABLE_VI = {
+    "hsnet": (1.5653, 4.4072), "emcad": (1.1318, 1.9135), "sl_emcad": (1.0467, 0.2623),
+    "cascade": (6.8730, 10.4219), "sl_cascade": (4.7814, 1.6409), "unet_8l2r": (None, None),
+    "sl_unet_5l1r": (1.2653, 0.5414), "sl_unet_5l2r": (1.3296, 0.5762), "sl_unet_8l1r": (1.2835, 0.5648),
+    "sl_unet_8l2r": (1.3499, 0.6020),
+}
+#: PVTv2-b2 stage channels (finest first) and strides: the paper's Table VI setting.
+TABLE_VI_CHANNELS = (64, 128, 320, 512)
+TABLE_VI_STRIDES = (4, 8, 16, 32)
+#: What each Table VI row counts (thop on the original modules counts the same).
+TABLE_VI_COUNTS = {
+    "hsnet": "decoder + heads (out, dc, bn_dc, fc), as thop on HSNet's modules",
+    "emcad": "decoder only (no heads), as thop on EMCAD",
+    "cascade": "decoder only (no heads), as thop on CASCADE",
+}
+
+
+def table_vi_network(decoder: str, resolution: int = 384, num_classes: int = 1):
+    """``(network, input_shapes)`` counted for a Table VI row: the original
+    decoders alone (HSNet with its heads), keras_sl's SL and UNet decoders as
+    their whole neck (projections, fusion, lift, decoder, main head)."""
+    from keras_sl.models.encoder_decoder.pyramid_network import PyramidNeck
+    from keras_sl.models.encoder_decoder.zoo import HSNET_CHANNELS, build_decoder_neck
+
+    shapes = [(1, resolution // s, resolution // s, c) for s, c in zip(TABLE_VI_STRIDES, TABLE_VI_CHANNELS)]
+    if decoder in ("emcad", "cascade"):
+        from keras_sl.models.encoder_decoder.zoo import _decoder_class
+
+        module, cls = {"emcad": ("keras_sl.models.emcad", "EMCAD"),
+                       "cascade": ("keras_sl.models.cascade", "CASCADE")}[decoder]
+        return _decoder_class(module, cls)(channels=TABLE_VI_CHANNELS, num_classes=None), shapes
+    if decoder == "hsnet":
+        from keras_sl.models.hsnet import HSNetDecoder
+
+        return HSNetDecoder(channels=HSNET_CHANNELS, num_classes=num_classes), shapes
+    neck = PyramidNeck(feature_channels=TABLE_VI_CHANNELS, **build_decoder_neck(decoder, TABLE_VI_CHANNELS,
+                                                                                num_classes))
+    return neck, shapes
+
+
+def table_vi(resolution: int = 384) -> list[dict]:
+    """Rows of the paper's Table VI (decoders on PVTv2-b2 features) measured on
+    keras_sl's decoders, next to the published figures."""
+    rows = []
+    for name, (paper_gmacs, paper_mparams) in PAPER_TABLE_VI.items():
+        network, shapes = table_vi_network(name, resolution)
+        macs = count_macs(network, shapes)
+        rows.append({
+            "model": name, "macs": int(macs), "params": int(network.count_params()),
+            "paper_macs": None if paper_gmacs is None else int(round(paper_gmacs * 1e9)),
+            "paper_params": None if paper_mparams is None else int(round(paper_mparams * 1e6)),
+            "counts": TABLE_VI_COUNTS.get(name, "keras_sl's whole neck: projections, fusion, lift, decoder, head"),
+        })
+    return rows
+
+
+def format_table_vi(rows: list[dict], resolution: int = 384) -> str:
+    def fmt(value, scale):
+        return "-" if value is None else f"{value / scale:.4f}"
+
+    lines = [
+        f"Table VI: decoders on PVTv2-b2 features [64,128,320,512] of a {resolution}x{resolution} image",
+        f"{'model':<14} {'GMACs':>8} {'paper G':>8} {'M params':>9} {'paper M':>8}  ratio (MACs / params vs paper)",
+    ]
+    for r in rows:
+        ratio = "" if r["paper_macs"] is None else (
+            f"{r['macs'] / r['paper_macs']:.4f} / {r['params'] / r['paper_params']:.4f}")
+        lines.append(f"{r['model']:<14} {fmt(r['macs'], 1e9):>8} {fmt(r['paper_macs'], 1e9):>8} "
+                     f"{fmt(r['params'], 1e6):>9} {fmt(r['paper_params'], 1e6):>8}  {ratio}")
+    return "\n".join(lines)

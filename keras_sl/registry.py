@@ -34,7 +34,7 @@ import importlib
 from typing import Any, Callable, Mapping
 
 #: Modules that register model families when imported (looked up lazily).
-FAMILY_MODULES: tuple[str, ...] = ()
+FAMILY_MODULES: tuple[str, ...] = ("keras_sl.models.encoder_decoder.zoo",)
 
 #: UNet channels per level of the paper's Table II (MONAI's UNet), by number of levels.
 UNET_CHANNELS = {5: (32, 64, 128, 256, 512), 8: (32, 64, 128, 256, 512, 512, 512, 512)}

@@ -1,5 +1,16 @@
-"""Encoder-decoder networks on feature pyramids, plain and Spatial Lifting."""
+"""Encoder-decoder networks on feature pyramids, plain and Spatial Lifting.
 
-from keras_sl.models.encoder_decoder.pyramid_network import PyramidNeck, PyramidNetwork, ResizeToImage
+The names load lazily: :mod:`keras_sl.registry` imports the zoo's names
+(``zoo.py``) without importing a backend.
+"""
 
-__all__ = ["PyramidNeck", "PyramidNetwork", "ResizeToImage"]
+import importlib
+
+_PUBLIC = {"PyramidNeck": "pyramid_network", "PyramidNetwork": "pyramid_network", "ResizeToImage": "pyramid_network"}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"keras_sl.models.encoder_decoder.{_PUBLIC[name]}"), name)
+    raise AttributeError(f"module 'keras_sl.models.encoder_decoder' has no attribute {name!r}")

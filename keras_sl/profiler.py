@@ -9,6 +9,7 @@ cost nothing. These rules reproduce the paper's Table II exactly.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import keras
@@ -175,6 +176,12 @@ TABLE_VI_COUNTS = {
 }
 
 
+def trainable_params(model) -> int:
+    """Parameters as PyTorch (and thop) count them: trainable weights only
+    (BatchNorm's moving statistics are buffers there)."""
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
+
+
 def table_vi_network(decoder: str, resolution: int = 384, num_classes: int = 1):
     """``(network, input_shapes)`` counted for a Table VI row: the original
     decoders alone (HSNet with its heads), keras_sl's SL and UNet decoders as
@@ -206,7 +213,7 @@ def table_vi(resolution: int = 384) -> list[dict]:
         network, shapes = table_vi_network(name, resolution)
         macs = count_macs(network, shapes)
         rows.append({
-            "model": name, "macs": int(macs), "params": int(network.count_params()),
+            "model": name, "macs": int(macs), "params": trainable_params(network),
             "paper_macs": None if paper_gmacs is None else int(round(paper_gmacs * 1e9)),
             "paper_params": None if paper_mparams is None else int(round(paper_mparams * 1e6)),
             "counts": TABLE_VI_COUNTS.get(name, "keras_sl's whole neck: projections, fusion, lift, decoder, head"),

@@ -17,7 +17,7 @@ from keras_sl.datasets import SegmentationLoader, get as get_dataset
 from keras_sl.evaluation import evaluate_segmentation
 from keras_sl.metrics import Dice
 from keras_sl.preprocessing import ImagePreprocessor
-from keras_sl.models.sl_unet import SLUNet
+from keras_sl.tasks import SLSegmenter
 
 
 def model_name(model: str, levels: int | None = None, num_res_units: int | None = None) -> str:
@@ -50,6 +50,8 @@ def train_segmentation(
     data_parallel: bool = False,
     command: str = "",
     verbose: int = 1,
+    freeze_encoder: bool = False,
+    pretrained_encoder: bool = True,
 ) -> dict:
     """Train one Table III configuration and evaluate it on the test split.
 
@@ -63,12 +65,16 @@ def train_segmentation(
     (0.75/1.0/1.25) with flips, slice selection after the last epoch.
     Interrupted runs resume from ``out_dir/backup`` (BackupAndRestore); the
     per-epoch log is ``out_dir/log.csv`` and the results ``out_dir/results.json``.
+
+    Encoder-decoder models (``effnetlite0_sl_emcad``, ...) start from the
+    encoder's ImageNet weights (``pretrained_encoder``) and normalise as those
+    weights expect; ``freeze_encoder`` trains the decoder only (the encoder
+    runs in inference mode).
     """
     name = None if init_preset else model_name(model, levels, num_res_units)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    normalization = normalization or IMAGENET
     ds = get_dataset(dataset, data_dir)
     scope = contextlib.ExitStack()
     if data_parallel:  # build and compile under keras.distribution / tf.distribute
@@ -84,9 +90,20 @@ def train_segmentation(
         normalization = net.preprocessor.normalization
         name = net.name
     else:
-        net = registry.build(name)
+        spec = registry.parse(name)
+        encoder_decoder = "encoder" in spec.arguments
+        net = registry.build(name, pretrained_encoder=pretrained_encoder) if encoder_decoder else registry.build(name)
+        if normalization is None and encoder_decoder:
+            normalization = net.preprocessor.normalization  # what the encoder's weights expect
+    normalization = normalization or IMAGENET
+    encoder = getattr(net.backbone, "encoder", None)
+    if freeze_encoder:
+        if encoder is None:
+            raise ValueError(f"{name} has no pretrained encoder to freeze (freeze_encoder is for "
+                             "<encoder>_<decoder> models).")
+        encoder.trainable = False
     spec = registry.parse(name) if name in registry.names() else None
-    sl = isinstance(net, SLUNet)
+    sl = isinstance(net, SLSegmenter)
     stride = max(net.stride_multiple)
     if resolution % stride:
         raise ValueError(f"resolution {resolution} must be a multiple of the network stride {stride}.")
@@ -125,6 +142,8 @@ def train_segmentation(
         "resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed,
         "backend": keras.backend.backend(), "train_seconds": round(train_seconds, 1),
         "parameters": int(net.count_params()),
+        **({"decoder_parameters": int(net.backbone.neck.count_params()), "freeze_encoder": freeze_encoder}
+           if encoder is not None else {}),
         "test": {k: v for k, v in test.items() if k != "per_image"},
         "command": command,
     }
@@ -143,6 +162,8 @@ def train_segmentation(
             "recipe": command, "epochs": epochs,
             "config": spec.description if spec else type(net).__name__,
             "training": {
+                **({"encoder": "ImageNet weights" + (", frozen" if freeze_encoder else ", fine-tuned")}
+                   if encoder is not None and pretrained_encoder else {}),
                 "backend": keras.backend.backend(), "resolution": [resolution, resolution],
                 "batch_size": batch_size, "seed": seed, "train_seconds": round(train_seconds, 1),
                 "optimizer": f"AdamW lr {learning_rate:g} wd 1e-2, cosine warm restarts every {restart_epochs} epochs, clipvalue 0.5",

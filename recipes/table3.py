@@ -23,7 +23,8 @@ def main(argv=None):
     p.add_argument("--dataset", required=True)
     p.add_argument("--data", required=True, help="dataset folder in its official layout")
     p.add_argument("--model", default="sl_unet_5l1r",
-                   help="a model name (" + ", ".join(registry.names()) + ") or a family with --levels and --res")
+                   help="a model name (" + ", ".join(registry.names("sl_unet") + registry.names("unet"))
+                   + ", or an <encoder>_<decoder> pair such as effnetlite0_sl_emcad) or a family with --levels and --res")
     p.add_argument("--levels", type=int, help="with a family --model: levels (default 5)")
     p.add_argument("--res", type=int, help="with a family --model: residual units (default 1)")
     p.add_argument("--resolution", type=int, default=256)
@@ -36,6 +37,8 @@ def main(argv=None):
     p.add_argument("--init-preset", help="start from this preset's architecture and weights (continue or fine-tune)")
     p.add_argument("--data-parallel", action="store_true",
                    help="train on all local devices (JAX DataParallel / tf.distribute.MirroredStrategy)")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="encoder-decoder models: train the decoder only (the ImageNet encoder stays fixed)")
     p.add_argument("--verbose", type=int, default=2, help="Keras verbosity: 1 progress bar, 2 one line per epoch")
     args = p.parse_args(argv)
     try:
@@ -48,6 +51,7 @@ def main(argv=None):
         resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         multiscale=not args.no_multiscale, preset_dir=args.preset, command=command,
         verbose=args.verbose, data_parallel=args.data_parallel, init_preset=args.init_preset,
+        freeze_encoder=args.freeze_encoder,
     )
 
 

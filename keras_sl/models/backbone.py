@@ -21,6 +21,7 @@ from typing import Mapping
 
 import keras
 
+from keras_sl.presets.preset_io import PresetMixin
 from keras_sl.utils.layout import standardize_data_format
 
 
@@ -31,12 +32,14 @@ def level_stride(level: str) -> int:
     return 2 ** int(level[1:])
 
 
-class PyramidBackbone(keras.Model):
+class PyramidBackbone(PresetMixin, keras.Model):
     """A functional encoder whose outputs are its feature pyramid, finest first.
 
     Subclasses build their graph and call ``super().__init__(inputs, pyramid,
     **kwargs)`` with ``pyramid`` a mapping ``{"P2": tensor, ...}``; they pass
-    their own constructor arguments through ``get_config``.
+    their own constructor arguments through ``get_config``. Encoders save to
+    and load from preset folders like tasks (``save_to_preset``,
+    ``from_preset``): ``keras-sl convert`` writes converted checkpoints so.
 
     Attributes:
         pyramid_outputs: ``{level: KerasTensor}``, finest first.

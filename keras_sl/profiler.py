@@ -173,6 +173,8 @@ TABLE_VI_COUNTS = {
     "hsnet": "decoder + heads (out, dc, bn_dc, fc), as thop on HSNet's modules",
     "emcad": "decoder only (no heads), as thop on EMCAD",
     "cascade": "decoder only (no heads), as thop on CASCADE",
+    "sl_emcad": "EMCAD at rank 3, channels (16,32,64,128), depths (8,4,2,1), decoder only",
+    "sl_cascade": "CASCADE at rank 3, channels (16,32,64,128), depths (8,4,2,1), decoder only",
 }
 
 
@@ -183,18 +185,29 @@ def trainable_params(model) -> int:
 
 
 def table_vi_network(decoder: str, resolution: int = 384, num_classes: int = 1):
-    """``(network, input_shapes)`` counted for a Table VI row: the original
-    decoders alone (HSNet with its heads), keras_sl's SL and UNet decoders as
-    their whole neck (projections, fusion, lift, decoder, main head)."""
+    """``(network, input_shapes)`` counted for a Table VI row.
+
+    The original decoders and their SL twins (EMCAD, CASCADE) are counted
+    alone, without heads (HSNet with its heads), as thop gives the paper's
+    figures; the SL twins at rank 3 on levels lifted to depths (8, 4, 2, 1).
+    keras_sl's UNet decoders count their whole neck (projections, fusion,
+    lift, UNet, head): the paper does not specify its SL-UNet decoder.
+    """
     from keras_sl.models.encoder_decoder.pyramid_network import PyramidNeck
-    from keras_sl.models.encoder_decoder.zoo import HSNET_CHANNELS, build_decoder_neck
+    from keras_sl.models.encoder_decoder.zoo import (
+        HSNET_CHANNELS, SL_DECODER_CHANNELS, SL_DECODER_DEPTHS, _decoder_class, build_decoder_neck,
+    )
 
-    shapes = [(1, resolution // s, resolution // s, c) for s, c in zip(TABLE_VI_STRIDES, TABLE_VI_CHANNELS)]
-    if decoder in ("emcad", "cascade"):
-        from keras_sl.models.encoder_decoder.zoo import _decoder_class
-
+    sizes = [resolution // s for s in TABLE_VI_STRIDES]
+    shapes = [(1, n, n, c) for n, c in zip(sizes, TABLE_VI_CHANNELS)]
+    base = decoder.removeprefix("sl_")
+    if base in ("emcad", "cascade"):
         module, cls = {"emcad": ("keras_sl.models.emcad", "EMCAD"),
-                       "cascade": ("keras_sl.models.cascade", "CASCADE")}[decoder]
+                       "cascade": ("keras_sl.models.cascade", "CASCADE")}[base]
+        if decoder.startswith("sl_"):
+            lifted = [(1, d, n, n, c) for d, n, c in zip(SL_DECODER_DEPTHS, sizes, SL_DECODER_CHANNELS)]
+            return _decoder_class(module, cls)(channels=SL_DECODER_CHANNELS, num_classes=None,
+                                               spatial_dims=3), lifted
         return _decoder_class(module, cls)(channels=TABLE_VI_CHANNELS, num_classes=None), shapes
     if decoder == "hsnet":
         from keras_sl.models.hsnet import HSNetDecoder

@@ -1,6 +1,7 @@
 """Backend-agnostic layers (keras.ops only)."""
 
 from keras_sl.layers.convolution import Convolution
+from keras_sl.layers.initializers import HostInitializer
 from keras_sl.layers.instance_norm import InstanceNorm
 from keras_sl.layers.lift import Lift
 from keras_sl.layers.lifted_structure import LiftedSlices
@@ -11,4 +12,4 @@ from keras_sl.layers.normalization import BatchNorm, LayerNorm
 from keras_sl.layers.upsampling import Upsample, UpsampleLike, interpolate
 
 __all__ = ["Convolution", "InstanceNorm", "Lift", "LiftedSlices", "PReLU", "SliceHead"]
-__all__ += ["BatchNorm", "LayerNorm", "SpatialReductionAttention", "Upsample", "UpsampleLike", "interpolate"]
+__all__ += ["HostInitializer", "BatchNorm", "LayerNorm", "SpatialReductionAttention", "Upsample", "UpsampleLike", "interpolate"]

@@ -25,7 +25,8 @@ from typing import Mapping, Sequence
 import keras
 
 from keras_sl.layers.convolution import Convolution
-from keras_sl.models.emcad.emcad_blocks import CAB, EUCB, LGAG, MSCB, SAB, HostInitializer, _load_conv
+from keras_sl.layers.initializers import HostInitializer
+from keras_sl.models.emcad.emcad_blocks import CAB, EUCB, LGAG, MSCB, SAB, _load_conv
 from keras_sl.utils.layout import standardize_data_format
 
 

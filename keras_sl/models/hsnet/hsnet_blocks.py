@@ -13,9 +13,9 @@ import math
 from typing import Mapping
 
 import keras
-import numpy as np
 from keras import ops
 
+from keras_sl.layers.initializers import HostInitializer
 from keras_sl.layers.torch_weights import assign_from_state, torch_conv_kernel, torch_linear_kernel
 from keras_sl.utils.layout import standardize_data_format
 
@@ -32,35 +32,9 @@ def _channels(shape, data_format: str):
     return shape[-1] if data_format == "channels_last" else shape[1]
 
 
-@keras.saving.register_keras_serializable(package="keras_sl")
-class TorchDefaultUniform(keras.initializers.Initializer):
-    """PyTorch's default ``nn.Linear`` / ``nn.ConvNd`` weight init, drawn with NumPy.
-
-    ``kaiming_uniform_(a=sqrt(5))`` is ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
-    with ``fan_in`` the product of all but the last axis of a Keras kernel
-    (``(in, out)``, ``(*k, in / groups, out)``). Drawn on the host, so JAX
-    compiles no random kernel per weight shape (seconds each on a busy CPU).
-    ``seed=None`` draws from NumPy's global generator (seeded by
-    ``keras.utils.set_random_seed``).
-
-    Example:
-    >>> w = TorchDefaultUniform(seed=0)((3, 3, 4, 8))
-    >>> w.shape, bool(abs(w).max() <= 1 / 6)
-    ((3, 3, 4, 8), True)
-    """
-
-    def __init__(self, seed: int | None = None):
-        self.seed = seed
-
-    def __call__(self, shape, dtype=None):
-        shape = tuple(int(d) for d in shape)
-        bound = 1.0 / math.sqrt(max(1, math.prod(shape[:-1])))
-        seed = self.seed if self.seed is not None else np.random.randint(2**31 - 1)
-        values = np.random.default_rng(seed).uniform(-bound, bound, shape)
-        return values.astype(keras.backend.standardize_dtype(dtype or keras.config.floatx()))
-
-    def get_config(self):
-        return {"seed": self.seed}
+def TorchDefaultUniform(seed: int | None = None) -> HostInitializer:
+    """PyTorch's default ``nn.Linear`` / ``nn.ConvNd`` weight init, drawn on the host."""
+    return HostInitializer(kind="torch_default", seed=seed)
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")

@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from keras_sl.fast import dispatch
+from keras_sl.layers.torch_weights import assign_from_state, torch_conv_kernel
 from keras_sl.layers.lifted_structure import canonical, conv_output_pattern, joint_conv_output_pattern, representatives
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
 
@@ -662,6 +663,16 @@ class Convolution(keras.layers.Layer):
         if pattern is not None:
             shape[self.lifted_axis] = len(pattern)
         return tuple(shape)
+
+    def load_torch_state(self, state, prefix: str = "") -> set[str]:
+        """Copy ``{prefix}weight`` (and ``{prefix}bias``) of a PyTorch
+        ``nn.ConvNd`` / ``nn.ConvTransposeNd`` (their weight layouts map to
+        this layer's by the same axis permutation); returns the keys used."""
+        used: set[str] = set()
+        assign_from_state(self.kernel, state, prefix + "weight", used, torch_conv_kernel)
+        if self.use_bias:
+            assign_from_state(self.bias, state, prefix + "bias", used)
+        return used
 
     def macs(self, input_shape, output_shape) -> int:
         """Multiply-accumulates, counted as thop does (per output element) on

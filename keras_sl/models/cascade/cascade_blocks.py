@@ -41,11 +41,6 @@ def _channels(shape, data_format: str):
     return shape[-1 if data_format == "channels_last" else 1]
 
 
-def _load_conv(conv: Convolution, state: Mapping, prefix: str, used: set) -> None:
-    assign_from_state(conv.kernel, state, prefix + "weight", used, torch_conv_kernel)
-    if conv.use_bias:
-        assign_from_state(conv.bias, state, prefix + "bias", used)
-
 
 def _require_built(layer) -> None:
     if not layer.built:
@@ -128,9 +123,9 @@ class ConvBlock(_CascadeBlock):
         """Copy ``{prefix}conv.{0,1,3,4}.*``; returns the keys used."""
         _require_built(self)
         used: set[str] = set()
-        _load_conv(self.conv1, state, prefix + "conv.0.", used)
+        used |= self.conv1.load_torch_state(state, prefix + "conv.0.")
         used |= self.bn1.load_torch_state(state, prefix + "conv.1.")
-        _load_conv(self.conv2, state, prefix + "conv.3.", used)
+        used |= self.conv2.load_torch_state(state, prefix + "conv.3.")
         used |= self.bn2.load_torch_state(state, prefix + "conv.4.")
         return used
 
@@ -188,7 +183,7 @@ class UpConv(_CascadeBlock):
         """Copy ``{prefix}up.1.*`` (conv) and ``{prefix}up.2.*`` (batch norm)."""
         _require_built(self)
         used: set[str] = set()
-        _load_conv(self.conv, state, prefix + "up.1.", used)
+        used |= self.conv.load_torch_state(state, prefix + "up.1.")
         used |= self.bn.load_torch_state(state, prefix + "up.2.")
         return used
 
@@ -256,7 +251,7 @@ class AttentionGate(_CascadeBlock):
         used: set[str] = set()
         for conv, bn, key in ((self.gate_conv, self.gate_bn, "W_g"), (self.skip_conv, self.skip_bn, "W_x"),
                               (self.psi_conv, self.psi_bn, "psi")):
-            _load_conv(conv, state, f"{prefix}{key}.0.", used)
+            used |= conv.load_torch_state(state, f"{prefix}{key}.0.")
             used |= bn.load_torch_state(state, f"{prefix}{key}.1.")
         return used
 
@@ -388,7 +383,7 @@ class SpatialAttention(_CascadeBlock):
         """Copy ``{prefix}conv1.weight``."""
         _require_built(self)
         used: set[str] = set()
-        _load_conv(self.conv, state, prefix + "conv1.", used)
+        used |= self.conv.load_torch_state(state, prefix + "conv1.")
         return used
 
     def macs(self, input_shape, output_shape) -> int:

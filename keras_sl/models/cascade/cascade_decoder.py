@@ -18,7 +18,6 @@ from keras_sl.models.cascade.cascade_blocks import (
     ConvBlock,
     SpatialAttention,
     UpConv,
-    _load_conv,
 )
 from keras_sl.utils.layout import channel_axis, standardize_data_format
 
@@ -192,12 +191,12 @@ def load_cascade_state(
         for module in modules:
             layer = decoder.get_layer(module)
             if isinstance(layer, Convolution):
-                _load_conv(layer, state, f"{prefix}{module}.", used)
+                used |= layer.load_torch_state(state, f"{prefix}{module}.")
             else:
                 used |= layer.load_torch_state(state, f"{prefix}{module}.")
         if load_heads:
             for k in (1, 2, 3, 4):
-                _load_conv(decoder.get_layer(f"out_head{k}"), state, f"{heads_prefix}out_head{k}.", used)
+                used |= decoder.get_layer(f"out_head{k}").load_torch_state(state, f"{heads_prefix}out_head{k}.")
     except KeyError as err:
         raise KeyError(
             f"load_cascade_state: the state dict lacks {err.args[0]!r} (prefix={prefix!r}, "

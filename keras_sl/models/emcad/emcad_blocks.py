@@ -35,7 +35,6 @@ from keras import ops
 
 from keras_sl.layers.convolution import Convolution
 from keras_sl.layers.normalization import BatchNorm
-from keras_sl.layers.torch_weights import assign_from_state, torch_conv_kernel
 from keras_sl.layers.upsampling import Upsample, UpsampleLike
 from keras_sl.utils.layout import spatial_axes, standardize_data_format
 
@@ -94,12 +93,6 @@ def channel_shuffle(x, groups: int, data_format: str | None = None):
     order = np.arange(channels).reshape(groups, channels // groups).T.reshape(-1)
     return ops.take(x, order.astype("int32"), axis=axis)
 
-
-def _load_conv(conv: Convolution, state: Mapping, prefix: str, used: set) -> None:
-    """``{prefix}weight`` (and ``{prefix}bias``) of an ``nn.ConvNd`` into ``conv``."""
-    assign_from_state(conv.kernel, state, prefix + "weight", used, torch_conv_kernel)
-    if conv.use_bias:
-        assign_from_state(conv.bias, state, prefix + "bias", used)
 
 
 def _conv_macs(conv: Convolution, positions: int) -> int:
@@ -266,15 +259,15 @@ class MSCB(_EMCADBlock):
     def load_torch_state(self, state: Mapping, prefix: str = "") -> set[str]:
         """Copy the original ``MSCB``'s weights (keys under ``prefix``); returns the keys used."""
         used: set[str] = set()
-        _load_conv(self.pconv1, state, prefix + "pconv1.0.", used)
+        used |= self.pconv1.load_torch_state(state, prefix + "pconv1.0.")
         used |= self.pconv1_bn.load_torch_state(state, prefix + "pconv1.1.")
         for i, (conv, bn) in enumerate(zip(self.dwconvs, self.dw_bns)):
-            _load_conv(conv, state, f"{prefix}msdc.dwconvs.{i}.0.", used)
+            used |= conv.load_torch_state(state, f"{prefix}msdc.dwconvs.{i}.0.")
             used |= bn.load_torch_state(state, f"{prefix}msdc.dwconvs.{i}.1.")
-        _load_conv(self.pconv2, state, prefix + "pconv2.0.", used)
+        used |= self.pconv2.load_torch_state(state, prefix + "pconv2.0.")
         used |= self.pconv2_bn.load_torch_state(state, prefix + "pconv2.1.")
         if self.conv1x1 is not None:
-            _load_conv(self.conv1x1, state, prefix + "conv1x1.", used)
+            used |= self.conv1x1.load_torch_state(state, prefix + "conv1x1.")
         return used
 
     def macs(self, input_shape, output_shape=None) -> int:
@@ -373,9 +366,9 @@ class EUCB(_EMCADBlock):
     def load_torch_state(self, state: Mapping, prefix: str = "") -> set[str]:
         """Copy the original ``EUCB``'s weights (keys under ``prefix``); returns the keys used."""
         used: set[str] = set()
-        _load_conv(self.up_dwc, state, prefix + "up_dwc.1.", used)
+        used |= self.up_dwc.load_torch_state(state, prefix + "up_dwc.1.")
         used |= self.up_bn.load_torch_state(state, prefix + "up_dwc.2.")
-        _load_conv(self.pwc, state, prefix + "pwc.0.", used)
+        used |= self.pwc.load_torch_state(state, prefix + "pwc.0.")
         return used
 
     def macs(self, input_shape, output_shape) -> int:
@@ -469,7 +462,7 @@ class LGAG(_EMCADBlock):
         used: set[str] = set()
         for conv, bn, key in ((self.W_g, self.W_g_bn, "W_g"), (self.W_x, self.W_x_bn, "W_x"),
                               (self.psi, self.psi_bn, "psi")):
-            _load_conv(conv, state, f"{prefix}{key}.0.", used)
+            used |= conv.load_torch_state(state, f"{prefix}{key}.0.")
             used |= bn.load_torch_state(state, f"{prefix}{key}.1.")
         return used
 
@@ -551,8 +544,8 @@ class CAB(_EMCADBlock):
     def load_torch_state(self, state: Mapping, prefix: str = "") -> set[str]:
         """Copy the original ``CAB``'s ``fc1`` / ``fc2`` weights; returns the keys used."""
         used: set[str] = set()
-        _load_conv(self.fc1, state, prefix + "fc1.", used)
-        _load_conv(self.fc2, state, prefix + "fc2.", used)
+        used |= self.fc1.load_torch_state(state, prefix + "fc1.")
+        used |= self.fc2.load_torch_state(state, prefix + "fc2.")
         return used
 
     def macs(self, input_shape, output_shape=None) -> int:
@@ -616,7 +609,7 @@ class SAB(_EMCADBlock):
     def load_torch_state(self, state: Mapping, prefix: str = "") -> set[str]:
         """Copy the original ``SAB``'s ``conv.weight``; returns the keys used."""
         used: set[str] = set()
-        _load_conv(self.conv, state, prefix + "conv.", used)
+        used |= self.conv.load_torch_state(state, prefix + "conv.")
         return used
 
     def macs(self, input_shape, output_shape=None) -> int:

@@ -26,7 +26,7 @@ import keras
 
 from keras_sl.layers.convolution import Convolution
 from keras_sl.layers.initializers import HostInitializer
-from keras_sl.models.emcad.emcad_blocks import CAB, EUCB, LGAG, MSCB, SAB, _load_conv
+from keras_sl.models.emcad.emcad_blocks import CAB, EUCB, LGAG, MSCB, SAB
 from keras_sl.utils.layout import standardize_data_format
 
 
@@ -253,7 +253,7 @@ def load_emcad_state(decoder: EMCAD, state: Mapping, prefix: str = "decoder.",
     if decoder.num_classes is not None and heads_prefix:
         for k in range(1, n + 1):
             keys: set[str] = set()
-            _load_conv(decoder.get_layer(f"out_head{k}"), state, f"{heads_prefix}{k}.", keys)
+            keys |= decoder.get_layer(f"out_head{k}").load_torch_state(state, f"{heads_prefix}{k}.")
             take(keys)
     elif head_keys - used:
         raise ValueError(

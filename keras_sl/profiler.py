@@ -59,6 +59,11 @@ def count_macs(model: keras.Model, input_shapes) -> int:
     >>> count_macs(net, (1, 64, 64, 3)) == count_macs(net, (1, 32, 32, 3)) * 4
     True
     """
+    if not hasattr(model, "_run_through_graph") or isinstance(model, keras.Sequential):
+        raise TypeError(
+            f"count_macs() and profile() walk functional models (keras_sl networks and tasks); got a "
+            f"{type(model).__name__}. Build it with keras.Model(inputs, outputs)."
+        )
     shapes = [input_shapes] if isinstance(input_shapes[0], (int, type(None))) else list(input_shapes)
     specs = [keras.KerasTensor(tuple(shape), dtype=x.dtype) for shape, x in zip(shapes, model.inputs)]
     return _walk(model, specs)[1]
@@ -87,9 +92,9 @@ def _walk(model, inputs):
 def profile(model: keras.Model, input_shape: Sequence[int]) -> dict:
     """Count parameters and MACs of ``model`` for one image of ``input_shape``.
 
-    ``input_shape`` excludes the batch axis, e.g. ``(512, 512, 3)``. The model
-    is rebuilt from its config with that fixed shape (weights are not
-    needed), so any keras_sl model works whatever its training state.
+    ``input_shape`` excludes the batch axis, e.g. ``(512, 512, 3)``. The
+    graph is walked symbolically at that shape (:func:`count_macs`), so any
+    functional keras_sl model works whatever shape it was built with.
 
     Returns ``{"params": int, "macs": int, "gmacs": float}``.
 
@@ -99,21 +104,8 @@ def profile(model: keras.Model, input_shape: Sequence[int]) -> dict:
     >>> stats["params"], round(stats["gmacs"], 4)
     (29537, 6.0206)
     """
-    config = dict(model.get_config())
-    backbone = getattr(model, "backbone", None)
-    if "input_shape" not in config and backbone is not None and len(backbone.input_shape) == len(input_shape) + 1:
-        # A plain task (Segmenter): its network sees the image as it is; the
-        # output activation costs nothing under thop's rules.
-        return profile(backbone, input_shape)
-    if "input_shape" not in config:
-        raise TypeError(
-            f"profile() needs a keras_sl model with an `input_shape` config entry, "
-            f"got {type(model).__name__}."
-        )
-    config["input_shape"] = list(input_shape)
-    fixed = type(model).from_config(config)
-    macs = _graph_macs(fixed)
-    return {"params": int(fixed.count_params()), "macs": int(macs), "gmacs": macs / 1e9}
+    macs = count_macs(model, (1, *input_shape))
+    return {"params": int(model.count_params()), "macs": int(macs), "gmacs": macs / 1e9}
 
 
 # Table II of the paper: registry name -> published (GMACs at 512x512, M params).

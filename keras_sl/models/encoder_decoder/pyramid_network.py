@@ -114,6 +114,11 @@ class ResizeToImage(keras.layers.Layer):
         return config
 
 
+def _decoder_config(decoder) -> dict:
+    """The config of the decoder as built (before its extra heads were dropped)."""
+    return getattr(decoder, "_keras_sl_full_config", None) or keras.saving.serialize_keras_object(decoder)
+
+
 def _stride_multiple(encoder, decoder, rank: int) -> tuple[int, ...]:
     """Image sizes every level of the encoder and of the decoder divide."""
     multiple = list(getattr(encoder, "stride_multiple", (1,) * rank))
@@ -138,6 +143,8 @@ class PyramidNeck(keras.Model):
     Args:
         decoder: a functional decoder taking one map (``fuse=True``) or a
             list of maps, finest first, at rank ``k`` (2-D) or ``k + 1`` (SL).
+            Of several outputs (per-stage heads), the first is used and the
+            others are dropped from the graph (and from the weights).
         feature_channels: channels of each pyramid level, finest first.
         projection_channels: 1x1 conv + BN + ReLU per level to these channels
             (one int for all levels; None: levels go in unchanged).
@@ -176,9 +183,13 @@ class PyramidNeck(keras.Model):
         if depths is not None:
             features = [Lift(d, data_format=data_format, name=f"lift_{i + 1}")(f)
                         for i, (f, d) in enumerate(zip(features, depths))]
+        if len(decoder.outputs) > 1:
+            # The task trains the main head (outputs[0]); the others (deep
+            # supervision in the originals) are left out of the graph and the weights.
+            decoder_config = keras.saving.serialize_keras_object(decoder)
+            decoder = keras.Model(decoder.inputs, decoder.outputs[0], name=decoder.name)
+            decoder._keras_sl_full_config = decoder_config
         out = decoder(features[0] if fuse else features)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
         super().__init__(inputs=inputs, outputs=out, **kwargs)
         self.decoder = decoder
         self.feature_channels = feature_channels
@@ -191,7 +202,7 @@ class PyramidNeck(keras.Model):
 
     def get_config(self):
         return {
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "decoder": _decoder_config(self.decoder),
             "feature_channels": list(self.feature_channels),
             "projection_channels": self.projection_channels,
             "fuse": self.fuse,
@@ -261,7 +272,7 @@ class PyramidNetwork(keras.Model):
     def get_config(self):
         return {
             "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "decoder": _decoder_config(self.decoder),
             "lift_depths": self.neck.lift_depths,
             "projection_channels": self.projection_channels,
             "fuse": self.fuse,

@@ -123,12 +123,27 @@ def test_groups_split_path_has_the_reference_values_and_gradients(rank, groups, 
                              lambda x, w: conv(x, w, st, (1,) * rank, groups, data_format), [x, w])
 
 
+@pytest.mark.parametrize("kernel,dilation,depth,data_format", [
+    ((3, 3, 3), (1, 1, 1), 5, "channels_last"), ((5, 3, 5), (2, 1, 2), 6, "channels_first"),
+    ((3, 5, 5), (1, 1, 1), 1, "channels_last"),
+])
+def test_depthwise_3d_by_planes_has_the_reference_values_and_gradients(kernel, dilation, depth, data_format, rng):
+    x = rng.normal(size=(2, depth, 7, 6, 4)).astype("float32")
+    if data_format == "channels_first":
+        x = np.moveaxis(x, -1, 1)
+    w = rng.normal(size=(*kernel, 1, 4)).astype("float32")
+    assert_matches_reference("conv", "depthwise_3d_by_planes",
+                             lambda x, w: conv(x, w, (1, 1, 1), dilation, 4, data_format), [x, w])
+
+
 def test_grouped_convolutions_take_the_tensorflow_paths_on_its_cpu(rng):
     from keras_sl.layers import Convolution
 
-    on_tf_cpu = keras.backend.backend() == "tensorflow" and dispatch.device() == "cpu"
-    for rank, expected in ((2, "tensorflow_depthwise"), (3, "tensorflow_groups_split")):
-        layer = Convolution(rank, 4, groups=4)
+    backend, cpu = keras.backend.backend(), dispatch.device() == "cpu"
+    cases = ((2, 4, "tensorflow_depthwise", ("tensorflow",)), (3, 4, "depthwise_3d_by_planes", ("tensorflow", "jax")),
+             (3, 8, "tensorflow_groups_split", ("tensorflow",)))
+    for rank, filters, expected, backends in cases:
+        layer = Convolution(rank, filters, groups=4)
         with dispatch.recording() as used:
             layer(rng.normal(size=(1, *(6,) * rank, 4)).astype("float32"))
-        assert (("conv", expected) in used) == on_tf_cpu
+        assert (("conv", expected) in used) == (cpu and backend in backends), (rank, filters, expected)

@@ -21,7 +21,14 @@ from keras_sl.version import __version__
 
 #: Public names of the package -> the module that defines them.
 _PUBLIC = {
+    "CASCADE": "keras_sl.models.cascade",
+    "EMCAD": "keras_sl.models.emcad",
+    "EfficientNetLiteBackbone": "keras_sl.models.efficientnet_lite",
+    "HSNetDecoder": "keras_sl.models.hsnet",
     "ImagePreprocessor": "keras_sl.preprocessing",
+    "PVTv2Backbone": "keras_sl.models.pvtv2",
+    "PyramidBackbone": "keras_sl.models.backbone",
+    "PyramidNetwork": "keras_sl.models.encoder_decoder",
     "SLSegmenter": "keras_sl.tasks",
     "SLUNet": "keras_sl.models.sl_unet",
     "Segmenter": "keras_sl.tasks",

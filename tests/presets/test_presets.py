@@ -229,3 +229,15 @@ def test_builtin_kvasir_unet_baseline_reference_output():
     probs = np.asarray(model.predict(_preset_cells(meta, 2, 256, seed=11), verbose=0))
     # reference values recorded with the TensorFlow backend when the preset was made
     np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.18659, 0.13094], atol=1e-3)
+
+
+def test_builtin_kvasir_effnetlite0_sl_unet_8l2r_reference_output():
+    """SL-UNet decoder 8L/2Res on EfficientNet-Lite0 (ImageNet, frozen): the decoder-zoo preset."""
+    model = keras_sl.SLSegmenter.from_preset("kvasir_effnetlite0_sl_unet_8l2r")
+    meta = model.preset_metadata
+    assert isinstance(model.backbone, keras_sl.PyramidNetwork)
+    assert isinstance(model.backbone.encoder, keras_sl.EfficientNetLiteBackbone)
+    assert model.count_params() == meta["parameter_count"] == 3079178
+    assert model.selected_slices == meta["selected_slices"] == [2, 5, 10, 11, 13]
+    assert meta["metrics"]["test_dice"] >= 0.82 and "Apache-2.0" in meta["encoder_weights"]
+    _check_sl_reference(model, [0.97119, 0.93079], [0.04035, 0.08945])

@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 from keras_sl.fast import dispatch
-from keras_sl.layers.torch_weights import assign_from_state, torch_conv_kernel
+from keras_sl.layers.torch_weights import assign_from_state, to_numpy, torch_conv_kernel, torch_linear_kernel
 from keras_sl.layers.lifted_structure import canonical, conv_output_pattern, joint_conv_output_pattern, representatives
 from keras_sl.utils.layout import normalize_tuple, standardize_data_format
 
@@ -667,12 +667,19 @@ class Convolution(keras.layers.Layer):
     def load_torch_state(self, state, prefix: str = "") -> set[str]:
         """Copy ``{prefix}weight`` (and ``{prefix}bias``) of a PyTorch
         ``nn.ConvNd`` / ``nn.ConvTransposeNd`` (their weight layouts map to
-        this layer's by the same axis permutation); returns the keys used."""
+        this layer's by the same axis permutation), or of an ``nn.Linear``
+        on tokens ported as a 1x1 convolution; returns the keys used."""
         used: set[str] = set()
-        assign_from_state(self.kernel, state, prefix + "weight", used, torch_conv_kernel)
+        assign_from_state(self.kernel, state, prefix + "weight", used, self._torch_kernel)
         if self.use_bias:
             assign_from_state(self.bias, state, prefix + "bias", used)
         return used
+
+    def _torch_kernel(self, weight):
+        weight = to_numpy(weight)
+        if weight.ndim == 2 and all(k == 1 for k in self.kernel_size) and self.groups == 1:
+            return torch_linear_kernel(weight).reshape(tuple(self.kernel.shape))
+        return torch_conv_kernel(weight)
 
     def macs(self, input_shape, output_shape) -> int:
         """Multiply-accumulates, counted as thop does (per output element) on

@@ -23,13 +23,11 @@ built here and :func:`load_hsnet_state` ignores its keys.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import keras
 
 from keras_sl.layers import BatchNorm, Convolution, LayerNorm, SpatialReductionAttention, Upsample, UpsampleLike
-from keras_sl.layers.torch_weights import assign_from_state, to_numpy, torch_conv_kernel, torch_linear_kernel
 from keras_sl.models.hsnet.hsnet_blocks import (
     ChannelGate,
     ChannelHalves,
@@ -288,24 +286,9 @@ class HSNetDecoder(keras.Model):
 
 
 def _load_layer(layer, state: Mapping, prefix: str) -> set[str]:
-    if hasattr(layer, "load_torch_state"):
-        return layer.load_torch_state(state, prefix)
-    if not isinstance(layer, Convolution):
+    if not hasattr(layer, "load_torch_state"):
         raise TypeError(f"No PyTorch loader for layer {layer.name!r} ({type(layer).__name__}).")
-
-    def kernel(weight):
-        weight = to_numpy(weight)
-        if weight.ndim == 2:  # an nn.Linear on tokens ported as a 1x1 convolution
-            converted = torch_linear_kernel(weight)
-            shape = tuple(layer.kernel.shape)
-            return converted.reshape(shape) if converted.size == math.prod(shape) else converted
-        return torch_conv_kernel(weight)
-
-    used: set[str] = set()
-    assign_from_state(layer.kernel, state, prefix + "weight", used, kernel)
-    if layer.use_bias:
-        assign_from_state(layer.bias, state, prefix + "bias", used)
-    return used
+    return layer.load_torch_state(state, prefix)
 
 
 def load_hsnet_state(decoder: HSNetDecoder, state: Mapping, skip_prefixes: Sequence[str] = ()) -> set[str]:

@@ -49,6 +49,7 @@ def test_convert_efficientnet_lite_writes_an_encoder_preset(tmp_path, capsys):
     assert np.any(encoder.get_weights()[0] != 0)
 
 
+@pytest.mark.slow  # the converter itself is tested in tests/models/test_pvtv2.py; this is the command around it
 def test_convert_pvtv2_from_an_npz_state_dict(tmp_path):
     from keras_sl.models.pvtv2 import PVTv2Backbone
     from keras_sl.models.pvtv2.pvtv2_converter import pvtv2_state_shapes

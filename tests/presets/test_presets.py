@@ -241,3 +241,14 @@ def test_builtin_kvasir_effnetlite0_sl_unet_8l2r_reference_output():
     assert model.selected_slices == meta["selected_slices"] == [2, 5, 10, 11, 13]
     assert meta["metrics"]["test_dice"] >= 0.82 and "Apache-2.0" in meta["encoder_weights"]
     _check_sl_reference(model, [0.97119, 0.93079], [0.04035, 0.08945])
+
+
+def test_builtin_kvasir_effnetlite0_unet_8l2r_reference_output():
+    """The 2-D twin: UNet decoder 8L/2Res on the same frozen EfficientNet-Lite0, same recipe."""
+    model = keras_sl.Segmenter.from_preset("kvasir_effnetlite0_unet_8l2r")
+    meta = model.preset_metadata
+    assert isinstance(model.backbone, keras_sl.PyramidNetwork) and not model.backbone.lifts_input
+    assert model.count_params() == meta["parameter_count"] == 15646696 and meta["epochs"] == 20
+    probs = np.asarray(model.predict(_preset_cells(meta, 2, 256, seed=11), verbose=0))
+    # reference values recorded with the TensorFlow backend when the preset was made
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.07537, 0.11519], atol=1e-3)

@@ -187,24 +187,20 @@ def table_vi_network(decoder: str, resolution: int = 384, num_classes: int = 1):
     """
     from keras_sl.models.encoder_decoder.pyramid_network import PyramidNeck
     from keras_sl.models.encoder_decoder.zoo import (
-        HSNET_CHANNELS, SL_DECODER_CHANNELS, SL_DECODER_DEPTHS, _decoder_class, build_decoder_neck,
+        HSNET_CHANNELS, SL_DECODER_CHANNELS, SL_DECODER_DEPTHS, build_decoder_neck, decoder_class,
     )
 
     sizes = [resolution // s for s in TABLE_VI_STRIDES]
     shapes = [(1, n, n, c) for n, c in zip(sizes, TABLE_VI_CHANNELS)]
     base = decoder.removeprefix("sl_")
     if base in ("emcad", "cascade"):
-        module, cls = {"emcad": ("keras_sl.models.emcad", "EMCAD"),
-                       "cascade": ("keras_sl.models.cascade", "CASCADE")}[base]
         if decoder.startswith("sl_"):
             lifted = [(1, d, n, n, c) for d, n, c in zip(SL_DECODER_DEPTHS, sizes, SL_DECODER_CHANNELS)]
-            return _decoder_class(module, cls)(channels=SL_DECODER_CHANNELS, num_classes=None,
+            return decoder_class(base)(channels=SL_DECODER_CHANNELS, num_classes=None,
                                                spatial_dims=3), lifted
-        return _decoder_class(module, cls)(channels=TABLE_VI_CHANNELS, num_classes=None), shapes
+        return decoder_class(base)(channels=TABLE_VI_CHANNELS, num_classes=None), shapes
     if decoder == "hsnet":
-        from keras_sl.models.hsnet import HSNetDecoder
-
-        return HSNetDecoder(channels=HSNET_CHANNELS, num_classes=num_classes), shapes
+        return decoder_class("hsnet")(channels=HSNET_CHANNELS, num_classes=num_classes), shapes
     neck = PyramidNeck(feature_channels=TABLE_VI_CHANNELS, **build_decoder_neck(decoder, TABLE_VI_CHANNELS,
                                                                                 num_classes))
     return neck, shapes

@@ -98,8 +98,7 @@ class ResizeToImage(keras.layers.Layer):
             dynamic = ops.shape(x)
             axes = spatial_axes(len(x.shape) - 2, self.data_format)
             sizes[:lead] = [dynamic[a] for a in axes[:lead]]
-        return interpolate(x, size=sizes, mode=self.mode if lead == 0 else "linear" if self.mode != "nearest"
-                           else "nearest", align_corners=self.align_corners, data_format=self.data_format)
+        return interpolate(x, size=sizes, mode=self.mode, align_corners=self.align_corners, data_format=self.data_format)
 
     def compute_output_shape(self, input_shapes):
         x_shape, image_shape = input_shapes

@@ -70,8 +70,18 @@ def unet_decoder_channels(levels: int) -> tuple[int, ...]:
     return tuple(min(c, 256) for c in UNET_CHANNELS[levels])
 
 
-def _decoder_class(module: str, cls: str):
+#: Ported decoder classes, imported on first use (the registry imports this module without a backend).
+DECODER_CLASSES = {"emcad": ("keras_sl.models.emcad", "EMCAD"), "cascade": ("keras_sl.models.cascade", "CASCADE"),
+                   "hsnet": ("keras_sl.models.hsnet", "HSNetDecoder")}
+
+
+def _import_class(module: str, cls: str):
     return getattr(importlib.import_module(module), cls)
+
+
+def decoder_class(name: str):
+    """The class of a ported decoder: ``"emcad"``, ``"cascade"`` or ``"hsnet"``."""
+    return _import_class(*DECODER_CLASSES[name])
 
 
 def build_decoder_neck(decoder: str, feature_channels, num_classes: int = 1) -> dict:
@@ -94,15 +104,13 @@ def build_decoder_neck(decoder: str, feature_channels, num_classes: int = 1) -> 
         return {"decoder": network, "projection_channels": width, "fuse": True,
                 "lift_depths": 16 if lifted else None}
     if base in ("emcad", "cascade"):
-        module, cls = {"emcad": ("keras_sl.models.emcad", "EMCAD"),
-                       "cascade": ("keras_sl.models.cascade", "CASCADE")}[base]
         channels = SL_DECODER_CHANNELS if lifted else feature_channels
-        network = _decoder_class(module, cls)(channels=channels, num_classes=num_classes, spatial_dims=rank,
+        network = decoder_class(base)(channels=channels, num_classes=num_classes, spatial_dims=rank,
                                               name="decoder")
         return {"decoder": network, "projection_channels": channels if lifted else None, "fuse": False,
                 "lift_depths": SL_DECODER_DEPTHS if lifted else None}
     if base == "hsnet" and not lifted:
-        network = _decoder_class("keras_sl.models.hsnet", "HSNetDecoder")(channels=HSNET_CHANNELS,
+        network = decoder_class("hsnet")(channels=HSNET_CHANNELS,
                                                                           num_classes=num_classes, name="decoder")
         projection = None if feature_channels == HSNET_CHANNELS else HSNET_CHANNELS
         return {"decoder": network, "projection_channels": projection, "fuse": False, "lift_depths": None}
@@ -120,8 +128,8 @@ def build_encoder(encoder: str, pretrained: bool = False, input_shape=(None, Non
     if preset is not None:
         from keras_sl.presets.preset_io import load_preset
 
-        loaded = load_preset(preset, cls=_decoder_class(module, cls))
-        expected = _decoder_class(module, cls).from_variant(variant, input_shape=input_shape)
+        loaded = load_preset(preset, cls=_import_class(module, cls))
+        expected = _import_class(module, cls).from_variant(variant, input_shape=input_shape)
         if loaded.count_params() != expected.count_params():
             raise ValueError(f"The encoder preset {preset} is not a {ENCODER_TITLES[encoder]} "
                              f"({loaded.count_params():,} parameters, expected {expected.count_params():,}).")
@@ -136,7 +144,7 @@ def build_encoder(encoder: str, pretrained: bool = False, input_shape=(None, Non
         from keras_sl.models.efficientnet_lite import efficientnet_lite_imagenet
 
         return efficientnet_lite_imagenet(variant, input_shape=input_shape)
-    return _decoder_class(module, cls).from_variant(variant, input_shape=input_shape)
+    return _import_class(module, cls).from_variant(variant, input_shape=input_shape)
 
 
 def build_encoder_decoder(encoder: str, decoder: str, num_classes: int = 1, in_channels: int = 3,

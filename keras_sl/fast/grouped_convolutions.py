@@ -58,8 +58,9 @@ def depthwise_3d_by_planes(x, kernel, strides, dilation, groups, data_format):
     out = None
     for t in range(kd):
         start = t * dilation[0]
-        planes = ops.reshape(padded[:, start:start + depth] if kd > 1 else padded,
-                             (-1, shape[2], shape[3], channels))
+        # ops.slice, not x[:, a:b]: TensorFlow's gradient of a strided slice is 3x slower here than a pad.
+        window = ops.slice(padded, (0, start, 0, 0, 0), (shape[0], depth, shape[2], shape[3], channels))
+        planes = ops.reshape(window if kd > 1 else padded, (-1, shape[2], shape[3], channels))
         tap = ops.reshape(kernel[t], (kh, kw, channels, 1))
         y = ops.depthwise_conv(planes, tap, strides=1, padding="same", dilation_rate=dilation[1:])
         out = y if out is None else out + y

@@ -464,8 +464,20 @@ class Convolution(keras.layers.Layer):
         channels) as one convolution: the identity joins the kernel's centre
         tap, so the sum is not a separate pass."""
         dtype = (inputs[0] if self.input_patterns is not None else inputs).dtype
+        if self.input_patterns is None and self.lifted_pattern is None:
+            self._check_lifted_length(inputs.shape)
         y = self.convolve(inputs, self.kernel_with_identity(dtype) if add_input else None)
         return self.plus_bias(y, self.bias) if self.use_bias and add_bias else y
+
+    def _check_lifted_length(self, shape) -> None:
+        # Fast paths fold the lifted axis by the length seen at build: a different one would be misread.
+        length = shape[self.lifted_axis] if self.rank > 1 and len(shape) == self.rank + 2 else None
+        if self.lifted_length is not None and length is not None and length != self.lifted_length:
+            raise ValueError(
+                f"{self.name} was built for inputs of length {self.lifted_length} along the lifted axis "
+                f"(axis {self.lifted_axis}) and called on shape {tuple(shape)}. Build it on the shape it is called "
+                "with, or with that axis None (any length)."
+            )
 
     def convolve(self, inputs, kernel=None, filters: int | None = None):
         """The convolution without bias, with ``kernel`` (``filters``

@@ -741,3 +741,11 @@ def test_grouped_convolution_validation_and_config():
     # A config saved before groups and dilation existed still loads.
     old = {k: v for k, v in layer.get_config().items() if k not in ("groups", "dilation")}
     assert (Convolution.from_config(old).groups, Convolution.from_config(old).dilation) == (1, (1, 1))
+
+
+def test_convolution_refuses_a_lifted_length_it_was_not_built_for():
+    conv = Convolution(3, 4, 3, groups=4)
+    conv.build((None, 1, 8, 8, 4))
+    with pytest.raises(ValueError, match="built for inputs of length 1 along the lifted axis"):
+        conv(np.zeros((2, 2, 8, 8, 4), "float32"))
+    conv(np.zeros((2, 1, 8, 8, 4), "float32"))  # the length it was built for

@@ -253,3 +253,16 @@ def test_sl_emcad_forward_shapes(rng):
     assert [p.shape for p in outputs] == [(2, *s[:-1], 1) for s in shapes]
     assert outputs[0].shape == (2, 8, 16, 16, 1)
     assert np.isfinite(outputs[0]).all() and outputs[0].std() > 0
+
+
+def test_sl_emcad_with_static_shapes_equals_the_dynamic_build(rng):
+    """Built on static stage shapes (depths 8, 4, 2, 1), the upsampling blocks and the SAB shared by
+    every stage meet lifted lengths they were not first built on: same outputs as the dynamic build
+    (once the fast paths folded the lifted axis by the build-time length and misread the others)."""
+    shapes = stage_shapes(SL_CHANNELS, (16, 8, 4, 2), (8, 4, 2, 1))
+    dynamic = EMCAD(SL_CHANNELS, spatial_dims=3)
+    static = EMCAD(SL_CHANNELS, spatial_dims=3, input_shapes=shapes)
+    static.set_weights(dynamic.get_weights())
+    xs = [rng.normal(size=(2, *s)).astype("float32") for s in shapes]
+    for a, b in zip(forward(static, xs), forward(dynamic, xs)):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -338,7 +338,9 @@ class EUCB(_EMCADBlock):
     def build(self, input_shape):
         is_pair = isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0],
                                                                                           (list, tuple))
-        shape = tuple(input_shape[0] if is_pair else input_shape)
+        # The convolutions run on the upsampled map: they are built on its shape.
+        upsampler = self.upsample_like if is_pair else self.upsample
+        shape = tuple(upsampler.compute_output_shape(input_shape))
         self.in_channels = c = self._channels(shape)
         self.up_dwc = self._conv(c, self.kernel_size, "up_dwc", groups=c)
         self.up_bn = self._bn("up_bn")
@@ -595,7 +597,10 @@ class SAB(_EMCADBlock):
     def build(self, input_shape):
         self._channels(input_shape)
         self.conv = self._conv(1, self.kernel_size, "conv")
-        self.conv.build(self._shape_with(input_shape, 2))
+        # One SAB serves maps of every size (EMCAD shares it across stages): build for any spatial size.
+        shape = [None] * len(input_shape)
+        shape[self.channel_axis] = 2
+        self.conv.build(tuple(shape))
 
     def call(self, inputs):
         axis = self.channel_axis

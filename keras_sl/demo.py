@@ -30,15 +30,21 @@ def run_demo(
     batch_size: int = 8,
     seed: int = 0,
     verbose: int = 1,
+    overwrite: bool = False,
 ) -> dict:
     """Train, select, evaluate, save; returns the results dict (also in JSON).
+    A preset already in ``out_dir/preset`` is kept unless ``overwrite``
+    (checked before training).
 
     Example::
 
         results = run_demo("demo_out", epochs=2)
         results["test_dice"], results["pqa"]["pearson_r"]
     """
+    from keras_sl.presets import check_save_target
+
     out = Path(out_dir)
+    check_save_target(out / "preset", overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     x_train, y_train = make_cells(n_train, size, seed=seed)
@@ -74,6 +80,7 @@ def run_demo(
     }
     preset = model.save_to_preset(
         out / "preset",
+        overwrite=overwrite,
         metadata={
             "dataset": f"keras_sl synthetic cells (seed {seed}; {n_train} train / {n_test} test)",
             "task": "binary segmentation",

@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_sl.metrics import dice_per_image, iou_per_image
 from keras_sl.pqa import correlation
+from keras_sl.selective import selective_summary
 
 
 def predict_images(model, images, batch_size: int | None = None):
@@ -29,9 +30,16 @@ def predict_image(model, image: np.ndarray):
 
 
 def evaluate_segmentation(model, dataset, samples, threshold: float = 0.5, chunk: int = 16) -> dict:
-    """Per-image Dice/IoU at the original label size, Q and PQA correlations.
+    """Per-image Dice/IoU at the original label size, Q, PQA correlations and
+    selective prediction by Q.
 
-    Returns ``{"dice", "iou", "n", "per_image": [...], "pqa_pearson", ...}``.
+    Returns ``{"dice", "iou", "n", "per_image": [...], ...}``; for a model
+    with PQA also ``pqa_pearson``, ``pqa_spearman`` and their p-values (over
+    the images with a finite Q, at least 3) and the risk–coverage figures of
+    ranking the images by Q (:func:`keras_sl.selective.selective_summary`):
+    ``aurc``, ``aurc_random``, ``aurc_oracle``, ``eaurc``,
+    ``dice_at_coverage`` (``{"0.8": ..., "0.9": ...}``) and ``q_nonfinite``
+    (images whose Q is NaN: a non-finite prediction, ranked last).
     Images are read and predicted ``chunk`` at a time.
     """
     rows = []
@@ -50,10 +58,16 @@ def evaluate_segmentation(model, dataset, samples, threshold: float = 0.5, chunk
         "n": len(rows),
         "per_image": rows,
     }
-    if rows and rows[0]["q"] is not None and len(rows) >= 3:
-        corr = correlation([r["q"] for r in rows], dice)
+    if not rows or rows[0]["q"] is None:
+        return out
+    q = np.array([r["q"] for r in rows], dtype="float64")
+    finite = np.isfinite(q)
+    if finite.sum() >= 3:
+        corr = correlation(q[finite], dice[finite])
         out.update(
             pqa_pearson=corr["pearson_r"], pqa_spearman=corr["spearman_rho"],
             pqa_p_value=corr["pearson_p"], pqa_spearman_p_value=corr["spearman_p"],
         )
+    if np.all(np.isfinite(dice)):
+        out.update(selective_summary(q, dice))
     return out

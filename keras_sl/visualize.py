@@ -1,4 +1,6 @@
-"""Figures without matplotlib: image | truth | prediction | all slice maps."""
+"""Figures: image | truth | prediction | all slice maps and the Q-vs-Dice
+scatter plot (Pillow only), and the risk–coverage curve (matplotlib, imported
+when drawn)."""
 
 from __future__ import annotations
 
@@ -59,6 +61,10 @@ def save_scatter(path, q, dice, title: str = "", size: int = 420) -> Path:
 
     q = np.asarray(q, dtype="float64")
     dice = np.asarray(dice, dtype="float64")
+    shown = np.isfinite(q) & np.isfinite(dice)  # a NaN Q (non-finite prediction) has no place on the axis
+    if not shown.all():
+        title = f"{title} ({int((~shown).sum())} non-finite left out)".strip()
+        q, dice = q[shown], dice[shown]
     margin = 48
     canvas = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(canvas)
@@ -89,4 +95,43 @@ def save_scatter(path, q, dice, title: str = "", size: int = 420) -> Path:
     draw.text((4, 4), "Dice", fill=(0, 0, 0))
     path = Path(path)
     canvas.save(path)
+    return path
+
+
+def save_risk_coverage(path, q, dice, title: str = "", coverages=(0.8, 0.9)) -> Path:
+    """The risk–coverage curve of ranking images by Q (risk = 1 - Dice), with
+    the random ranking's expected curve and the oracle's, their AURCs in the
+    legend (:mod:`keras_sl.selective`). Needs matplotlib (Agg, no display);
+    raises ``ImportError`` with the install command without it."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError("The risk-coverage figure needs matplotlib: pip install matplotlib") from err
+    from keras_sl import selective
+
+    dice = np.asarray(dice, dtype="float64")
+    risk = 1.0 - dice
+    curve = selective.risk_coverage(q, risk)
+    oracle = selective.oracle_curve(risk)
+    fig = Figure(figsize=(5.2, 4.0), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(curve.coverage, curve.risk, color="tab:blue", lw=2, label=f"ranked by Q (AURC {curve.area:.4f})")
+    ax.plot([0, 1], [risk.mean()] * 2, color="tab:gray", ls="--",
+            label=f"random ranking (AURC {selective.aurc_random(risk):.4f})")
+    ax.plot(oracle.coverage, oracle.risk, color="tab:green", ls=":", lw=2, label=f"oracle (AURC {oracle.area:.4f})")
+    for c in coverages:
+        ax.axvline(c, color="0.8", lw=0.8, zorder=0)
+        ax.annotate(f"Dice {1 - curve.risk_at(c):.3f}", (c, curve.risk_at(c)), textcoords="offset points",
+                    xytext=(-4, 8), ha="right", fontsize=7)
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, max(float(curve.risk.max()), float(risk.mean())) * 1.05 + 1e-3)
+    ax.set_xlabel("coverage (most confident images kept)")
+    ax.set_ylabel("selective risk (1 - mean Dice of kept)")
+    ax.set_title(f"{title}  n={risk.size}".strip(), fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
     return path

@@ -11,149 +11,134 @@ Built-in presets are folders of ``pretrained/`` shipped inside the package,
 so ``SLUNet.from_preset("kvasir")`` works offline. A preset may also be a
 local folder, or an ``https://`` / ``file://`` URL of a ``.zip`` or
 ``.tar.gz`` archive of such a folder (downloaded once into the cache).
+Names are names and paths are paths (:func:`~keras_sl.presets.locate.resolve`).
+
+Every load reads both JSON files through the checks of
+:mod:`keras_sl.presets.preset_files` and verifies the weights' sha256 before
+any model is built; a folder without ``metadata.json`` is refused.
+``save_to_preset`` does not replace an existing preset unless
+``overwrite=True``. User guide: ``docs/presets.md``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
+import math
 import os
 import shutil
-import tarfile
 import tempfile
-import urllib.request
 import warnings
-import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 
-from keras_sl import config
+from keras_sl.presets.archive_cache import cache_dir, evict
+from keras_sl.presets.builtin import builtin_aliases, builtin_dir, builtin_names, list_presets
+from keras_sl.presets.errors import PresetError, PresetNotFoundError
+from keras_sl.presets.locate import resolve
+from keras_sl.presets.preset_files import (
+    CONFIG_FILE,
+    METADATA_FILE,
+    PRESET_FILES,
+    WEIGHTS_FILE,
+    check_weights,
+    metadata_problems,
+    read_preset_files,
+    sha256_file,
+)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.weights.h5"
-METADATA_FILE = "metadata.json"
+__all__ = [
+    "CONFIG_FILE", "METADATA_FILE", "WEIGHTS_FILE", "PresetError", "PresetMixin", "PresetNotFoundError",
+    "builtin_aliases", "builtin_dir", "builtin_names", "cache_dir", "check_save_target", "list_presets",
+    "load_preset", "read_metadata", "resolve", "save_preset", "sha256_file",
+]
 
 
-def builtin_dir() -> Path:
-    """Folder holding the built-in presets (installed or source tree)."""
+@contextlib.contextmanager
+def _evicting(folder: Path) -> Iterator[None]:
+    """A check failing on a downloaded preset removes it from the cache."""
     try:
-        from importlib.resources import files
-
-        path = Path(str(files("keras_sl.pretrained")))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parents[2] / "pretrained"
+        yield
+    except PresetError as err:
+        if evict(folder):
+            raise PresetError(f"{err} The downloaded copy was removed from the cache ({folder}); the next call "
+                              "downloads it again.") from err
+        raise
 
 
-def cache_dir() -> Path:
-    return config.cache_dir() / "presets"
+def read_metadata(preset: str | os.PathLike) -> dict:
+    """The checked ``metadata.json`` of a preset (name, folder or URL).
 
-
-def sha256_file(path: os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-ALIASES_FILE = "aliases.json"
-
-
-def builtin_aliases() -> dict[str, str]:
-    """Short names of built-in presets, e.g. ``{"kvasir": "kvasir_sl_unet_8l2r"}``."""
-    path = builtin_dir() / ALIASES_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def list_presets(include_aliases: bool = True) -> dict[str, dict]:
-    """Built-in presets: ``{name: metadata}``, sorted by name; aliases point
-    at the same metadata (with an ``alias_of`` entry)."""
-    root = builtin_dir()
-    out = {}
-    if root.is_dir():
-        for folder in sorted(root.iterdir()):
-            meta = folder / METADATA_FILE
-            if folder.is_dir() and meta.is_file():
-                out[folder.name] = json.loads(meta.read_text())
-    if include_aliases:
-        for alias, target in builtin_aliases().items():
-            if target in out:
-                out[alias] = {**out[target], "alias_of": target}
-    return dict(sorted(out.items()))
-
-
-def _download(url: str, sha256: str | None = None) -> Path:
-    """Fetch and unpack an archived preset once; verify its sha256 if given."""
-    target = cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:16]
-    if (target / CONFIG_FILE).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        archive = Path(tmp) / "preset_archive"
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(archive, "wb") as f:
-                shutil.copyfileobj(response, f)
-        except OSError as err:
-            raise OSError(
-                f"Could not download preset from {url}: {err}. Check the address "
-                "and your network, or download the archive by hand and pass the "
-                "unpacked folder to from_preset()."
-            ) from err
-        if sha256 is not None and sha256_file(archive) != sha256:
-            raise ValueError(f"Checksum mismatch for {url}: the download is corrupted or was changed.")
-        unpack = Path(tmp) / "unpacked"
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z:
-                z.extractall(unpack)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as t:
-                t.extractall(unpack, filter="data")
-        else:
-            raise ValueError(f"{url} is neither a .zip nor a .tar.gz preset archive.")
-        found = [p.parent for p in unpack.rglob(CONFIG_FILE)]
-        if len(found) != 1:
-            raise ValueError(f"The archive at {url} must contain exactly one preset folder, found {len(found)}.")
-        shutil.move(str(found[0]), str(target))
-    return target
-
-
-def resolve(preset: str | os.PathLike) -> Path:
-    """Turn a preset name, folder or URL into a local folder."""
-    text = str(preset)
-    if text.startswith(("https://", "http://", "file://")):
-        return _download(text)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return path
-    builtin = builtin_dir() / builtin_aliases().get(text, text)
-    if "/" not in text and builtin.is_dir():
-        return builtin
-    names = ", ".join(sorted(list_presets())) or "(none installed)"
-    raise ValueError(
-        f"Unknown preset {text!r}. Built-in presets: {names}. "
-        "Pass one of these names, a local preset folder, or an https:// URL of a preset archive."
-    )
-
-
-def read_metadata(preset) -> dict:
+    Raises :class:`PresetError` naming the file when it is missing or malformed.
+    """
     folder = resolve(preset)
-    meta = folder / METADATA_FILE
-    return json.loads(meta.read_text()) if meta.is_file() else {}
+    with _evicting(folder):
+        return read_preset_files(folder)[1]
 
 
-def save_preset(model: keras.Model, preset_dir: os.PathLike, metadata: dict | None = None) -> Path:
-    """Write ``model`` as a preset folder; returns the folder path."""
-    folder = Path(preset_dir)
+# -- saving ---------------------------------------------------------------------------
+def check_save_target(preset_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Raise now if :func:`save_preset` into ``preset_dir`` would fail or replace a preset.
+
+    Call it before long work (training, conversion) whose result goes there.
+    Writes nothing; returns the folder path.
+
+    Raises:
+        FileExistsError: ``preset_dir`` is a file, or holds a preset (any of
+            config.json, model.weights.h5, metadata.json) and ``overwrite`` is False.
+    """
+    folder = Path(preset_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder: save the preset to a folder path.")
+    if folder.is_dir() and not overwrite:
+        found = [name for name in PRESET_FILES if (folder / name).exists()]
+        if found:
+            raise FileExistsError(
+                f"{folder} already holds a preset ({', '.join(found)}); save_to_preset does not replace it. "
+                "Pass overwrite=True to replace it, or choose another folder."
+            )
+    return folder
+
+
+def save_preset(model: keras.Model, preset_dir: str | os.PathLike, metadata: dict | None = None,
+                overwrite: bool = False) -> Path:
+    """Write ``model`` as a preset folder; returns the folder path.
+
+    The folder may be new, empty, or hold other files; one that holds a
+    preset is only replaced with ``overwrite=True`` (:func:`check_save_target`).
+    The three files are written next to the folder's content first and moved
+    into place at the end, ``metadata.json`` (with the weights' sha256) last.
+    """
+    folder = check_save_target(preset_dir, overwrite)
+    meta = _metadata(model, metadata)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    config = keras.saving.serialize_keras_object(model)
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default))
-    weights = folder / WEIGHTS_FILE
-    _without_optimizer(model).save_weights(weights)
-    meta = dict(metadata or {})
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
+    try:
+        config = keras.saving.serialize_keras_object(model)
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default))
+        _without_optimizer(model).save_weights(staging / WEIGHTS_FILE)
+        meta["weights_sha256"] = sha256_file(staging / WEIGHTS_FILE)
+        (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+        for name in (WEIGHTS_FILE, CONFIG_FILE, METADATA_FILE):
+            os.replace(staging / name, folder / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _metadata(model: keras.Model, metadata: dict | None) -> dict:
+    """The metadata to write: the caller's, the preprocessor's facts, and the model's."""
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
+    meta = json.loads(json.dumps(dict(metadata or {}), default=_json_default))  # plain JSON types
     pre = getattr(model, "preprocessor", None)
     if pre is not None:  # the same facts as the config's preprocessor, for readers of the metadata
         if pre.image_size is not None:
@@ -166,15 +151,18 @@ def save_preset(model: keras.Model, preset_dir: os.PathLike, metadata: dict | No
             "keras_version": keras.__version__,
             "saved_with_backend": keras.backend.backend(),
             "parameter_count": int(model.count_params()),
-            "weights_sha256": sha256_file(weights),
+            "weights_sha256": "0" * 64,  # the real digest once the weights are written
         }
     )
     if hasattr(model, "selected_slices"):
         meta["selected_slices"] = model.selected_slices
         losses = model.slice_losses
-        meta["slice_losses"] = [None if v != v else float(v) for v in losses]
-    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
-    return folder
+        meta["slice_losses"] = [None if math.isnan(float(v)) else float(v) for v in losses]
+    meta = json.loads(json.dumps(meta, default=_json_default))
+    problems = metadata_problems(meta)
+    if problems:
+        raise ValueError(f"Cannot save this metadata: {'; '.join(problems)}.")
+    return meta
 
 
 def _without_optimizer(model: keras.Model) -> keras.Model:
@@ -187,46 +175,58 @@ def _without_optimizer(model: keras.Model) -> keras.Model:
     return clean
 
 
-def load_preset(preset, cls=None, load_weights: bool = True, **overrides) -> keras.Model:
-    """Build the model of a preset and load (and verify) its weights."""
+# -- loading ---------------------------------------------------------------------------
+def load_preset(preset: str | os.PathLike, cls=None, load_weights: bool = True, **overrides) -> keras.Model:
+    """Build the model of a preset and load its weights, after checking every file.
+
+    ``preset`` is a built-in name, a preset folder or an archive URL (see
+    :func:`resolve` for the rule). ``config.json`` and ``metadata.json`` are
+    checked and the weights' sha256 verified before the model is built;
+    ``overrides`` replace constructor arguments of the saved config.
+
+    Raises:
+        PresetError: a file is missing or malformed, the weights do not match
+            their sha256, or they do not fit the model (the message names the file).
+    """
     folder = resolve(preset)
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise ValueError(f"{folder} is not a preset folder: it has no {CONFIG_FILE}.")
-    config = json.loads(config_path.read_text())
-    meta = read_metadata(folder)
+    with _evicting(folder):
+        config, meta = read_preset_files(folder)
+        weights = check_weights(folder, meta) if load_weights else None
     _add_legacy_preprocessor(config, meta)
     if overrides:
         config["config"].update(overrides)
-    model = keras.saving.deserialize_keras_object(config)
+    model = _build(config, folder, overrides)
     if cls is not None and not isinstance(model, cls):
-        raise ValueError(
+        raise PresetError(
             f"Preset {str(preset)!r} holds a {config.get('class_name')}, not a {cls.__name__}; "
             f"load it with keras_sl.{config.get('class_name')}.from_preset()."
         )
-    if load_weights:
-        weights = folder / WEIGHTS_FILE
-        if not weights.is_file():
-            raise ValueError(f"Preset {folder} has no {WEIGHTS_FILE}; pass load_weights=False to build it untrained.")
-        expected = meta.get("weights_sha256")
-        if expected and sha256_file(weights) != expected:
-            raise ValueError(
-                f"The weights file {weights} does not match the sha256 in {METADATA_FILE}: "
-                "it is corrupted or was replaced. Re-install keras_sl or re-download the preset."
-            )
+    if weights is not None:
         try:
             with warnings.catch_warnings():
                 # Presets carry no optimizer state by design (_without_optimizer);
                 # the model's fresh optimizer keeps its initial slots.
                 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
                 model.load_weights(weights)
-        except Exception as err:  # noqa: BLE001 - re-raised with a fix
-            raise ValueError(
-                f"Could not load {weights} into the model built from {CONFIG_FILE}: {err}. "
+        except Exception as err:  # re-raised with a fix
+            raise PresetError(
+                f"Could not load {weights} into the model built from {folder / CONFIG_FILE}: {err}. "
                 "The weights belong to a different architecture; save the preset again."
             ) from err
     model.preset_metadata = meta
     return model
+
+
+def _build(config: dict, folder: Path, overrides: dict) -> keras.Model:
+    try:
+        return keras.saving.deserialize_keras_object(config)
+    except Exception as err:  # unknown class, bad arguments: re-raised naming the file
+        extra = f" with the arguments you passed ({', '.join(sorted(overrides))})" if overrides else ""
+        raise PresetError(
+            f"Could not build the model described by {folder / CONFIG_FILE}{extra}: {type(err).__name__}: {err}. "
+            "Check the file (it must come from save_to_preset with this keras_sl version or an older one)"
+            + (" and the arguments." if overrides else ".")
+        ) from err
 
 
 def _add_legacy_preprocessor(config: dict, meta: dict) -> None:
@@ -269,8 +269,15 @@ class PresetMixin:
     """``from_preset`` / ``save_to_preset`` / ``presets`` for keras_sl models."""
 
     @classmethod
-    def from_preset(cls, preset: str, load_weights: bool = True, **kwargs):
-        """Build a model from a built-in preset name, a folder or a URL.
+    def from_preset(cls, preset: str | os.PathLike, load_weights: bool = True, **kwargs):
+        """Build a model from a built-in preset name, a folder or an archive URL.
+
+        Names are names and paths are paths: ``"kvasir"`` is the built-in
+        preset even if a folder ``kvasir`` exists here (pass ``"./kvasir"``
+        or ``Path("kvasir")`` for that one); any string with a path separator,
+        a leading ``.`` or ``~``, or that is not a built-in name is a path.
+        Every file is checked (``metadata.json`` is required) and the weights'
+        sha256 verified before the model is built.
 
         Example::
 
@@ -279,9 +286,14 @@ class PresetMixin:
         """
         return load_preset(preset, cls=cls, load_weights=load_weights, **kwargs)
 
-    def save_to_preset(self, preset_dir, metadata: dict | None = None):
-        """Save config, weights, selection and ``metadata`` into ``preset_dir``."""
-        return save_preset(self, preset_dir, metadata)
+    def save_to_preset(self, preset_dir: str | os.PathLike, metadata: dict | None = None,
+                       overwrite: bool = False) -> Path:
+        """Save config, weights, selection and ``metadata`` into ``preset_dir``.
+
+        A folder that already holds a preset is replaced only with
+        ``overwrite=True`` (else :class:`FileExistsError`).
+        """
+        return save_preset(self, preset_dir, metadata, overwrite=overwrite)
 
     @classmethod
     def list_presets(cls) -> dict[str, dict]:

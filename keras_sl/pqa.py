@@ -3,6 +3,12 @@
 ``Q`` is the mean Dice between the binarised maps of every selected slice and
 every unselected slice, computed from the single forward pass that also gives
 the prediction.
+
+Non-finite outputs are never called good: an image whose slice logits hold a
+NaN or Inf gets ``Q = NaN`` (thresholding NaN would otherwise make every map
+empty and every pair agree, Q = 1). :func:`keras_sl.selective.is_flagged` flags such
+images together with those below the threshold, and :func:`correlation`
+leaves non-finite pairs out and reports how many.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ def quality(
             default 0, a pair of empty maps counts as full agreement (Dice 1).
 
     Returns:
-        Tensor ``(B,)`` with Q in [0, 1]. Binary tasks (K=1) threshold the
+        Tensor ``(B,)`` with Q in [0, 1], or NaN for an image whose slice
+        logits are not all finite. Binary tasks (K=1) threshold the
         logits at 0; multi-class tasks compare one-hot argmax maps and
         average Dice over the foreground classes 1..K-1.
 
@@ -75,20 +82,31 @@ def quality(
         ops.ones_like(denom),
     )
     dice = ops.mean(dice, axis=-1)  # average over foreground classes
-    return ops.sum(dice * pair_w[None], axis=(1, 2))
+    q = ops.sum(dice * pair_w[None], axis=(1, 2))
+    # NaN for an image with a non-finite logit: |x| < inf is False for NaN and
+    # +-Inf, so `finite` is 1 or 0 per image and q * finite / finite is q or
+    # 0/0 = NaN. Arithmetic, not ops.where: tf2onnx can lower a select with a
+    # NaN branch to arithmetic that makes every row NaN (checked: ONNX, LiteRT, XLA).
+    finite = ops.min(ops.cast(ops.abs(ops.reshape(slice_logits, (batch, -1))) < float("inf"), "float32"), axis=1)
+    return q * finite / finite
 
 
 def correlation(q, dice) -> dict:
     """Pearson and Spearman correlation between Q and the true Dice (Table IV).
 
     Returns a dict with ``pearson_r``, ``pearson_p``, ``spearman_rho``,
-    ``spearman_p`` and ``n``. Correlation is undefined (NaN) when either
-    input is constant.
+    ``spearman_p``, ``n`` (pairs used) and ``n_dropped``. Pairs where Q or
+    the Dice is NaN/Inf (e.g. Q of a non-finite prediction) are left out and
+    counted in ``n_dropped``; inspect those images separately (they are
+    flagged by :func:`keras_sl.selective.is_flagged`). Correlation is undefined (NaN) when
+    fewer than 3 finite pairs remain or either input is constant.
 
     Example:
     >>> r = correlation([0.2, 0.5, 0.9, 0.7], [0.1, 0.6, 0.95, 0.6])
     >>> round(r["pearson_r"], 3), r["n"]
     (0.962, 4)
+    >>> correlation([0.2, float("nan"), 0.9, 0.7], [0.1, 0.6, 0.95, 0.6])["n_dropped"]
+    1
     """
     from scipy import stats
 
@@ -98,9 +116,13 @@ def correlation(q, dice) -> dict:
         raise ValueError(f"q and dice must have the same length, got {q.shape} and {dice.shape}.")
     if q.size < 3:
         raise ValueError(f"Correlation needs at least 3 images, got {q.size}.")
-    if np.ptp(q) == 0 or np.ptp(dice) == 0:
+    keep = np.isfinite(q) & np.isfinite(dice)
+    dropped = int(q.size - np.count_nonzero(keep))
+    q, dice = q[keep], dice[keep]
+    if q.size < 3 or np.ptp(q) == 0 or np.ptp(dice) == 0:
         nan = float("nan")
-        return {"pearson_r": nan, "pearson_p": nan, "spearman_rho": nan, "spearman_p": nan, "n": int(q.size)}
+        return {"pearson_r": nan, "pearson_p": nan, "spearman_rho": nan, "spearman_p": nan, "n": int(q.size),
+                "n_dropped": dropped}
     pr = stats.pearsonr(q, dice)
     sr = stats.spearmanr(q, dice)
     return {
@@ -109,4 +131,5 @@ def correlation(q, dice) -> dict:
         "spearman_rho": float(sr.statistic),
         "spearman_p": float(sr.pvalue),
         "n": int(q.size),
+        "n_dropped": dropped,
     }

@@ -102,19 +102,33 @@ class Dataset:
     # -- decoding --------------------------------------------------------------------
     @staticmethod
     def read_image(path: os.PathLike) -> np.ndarray:
-        """RGB ``uint8`` array ``(H, W, 3)`` (alpha dropped, grey replicated)."""
+        """RGB ``uint8`` array ``(H, W, 3)`` (alpha dropped, grey replicated).
+
+        Single-channel 16-bit and 32-bit images (PIL modes ``I;16*``, ``I``)
+        are scaled from the 16-bit range to 8 bits (``value * 255 / 65535``,
+        rounded; larger values clip), float images (mode ``F``) from [0, 1];
+        PIL's own ``convert("RGB")`` would saturate them to white.
+        """
         with Image.open(path) as im:
+            if _is_wide_grey(im):
+                grey = _wide_to_uint8(np.asarray(im), im.mode)
+                return np.repeat(grey[..., None], 3, axis=-1)
             return np.asarray(im.convert("RGB"))
 
     @staticmethod
     def read_mask(paths: Sequence[os.PathLike], threshold: int = 128) -> np.ndarray:
         """Binary ``float32`` mask ``(H, W, 1)``: every file binarised at
         ``threshold`` (JPEG/interpolated masks are noisy around 0 and 255),
-        several files (one per instance) merged with a logical or."""
+        several files (one per instance) merged with a logical or. 16-bit and
+        32-bit masks (label maps, PIL modes ``I;16*``, ``I``, ``F``) count every
+        value above 0 as foreground."""
         merged = None
         for path in paths:
             with Image.open(path) as im:
-                a = np.asarray(im.convert("L")) >= threshold
+                if _is_wide_grey(im):
+                    a = np.asarray(im) > 0
+                else:
+                    a = np.asarray(im.convert("L")) >= threshold
             merged = a if merged is None else (merged | a)
         if merged is None:
             raise ValueError("read_mask needs at least one mask file.")
@@ -140,6 +154,18 @@ class Dataset:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, samples={len(self)})"
+
+
+def _is_wide_grey(im: Image.Image) -> bool:
+    """A single-channel image with more than 8 bits per pixel (16-bit PNG/TIFF, 32-bit int or float)."""
+    return im.mode.startswith("I") or im.mode == "F"
+
+
+def _wide_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
+    """16/32-bit integer pixels from the 16-bit range, float pixels from [0, 1], to uint8."""
+    a = np.asarray(a, dtype="float64")
+    a = np.nan_to_num(a, nan=0.0) * (255.0 if mode == "F" else 255.0 / 65535.0)
+    return np.clip(np.rint(a), 0, 255).astype("uint8")
 
 
 def files_with_suffix(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:

@@ -15,6 +15,11 @@ import keras
 import numpy as np
 from PIL import Image
 
+from keras_sl.utils.checks import (
+    check_finite_images,
+    check_network_inputs,
+    check_pixel_dtype,
+)
 from keras_sl.utils.layout import standardize_data_format
 from keras_sl.utils.padding import pad_to_multiple
 
@@ -78,7 +83,13 @@ class ImagePreprocessor:
     inverse crops the padding and resizes outputs back to the input's size
     (bilinear for probabilities and logits, nearest for label maps). uint8,
     integer and float images are all raw pixel values: ``scale`` applies to
-    every dtype.
+    every dtype (bool images count as 0/1).
+
+    :meth:`prepare` validates on the host before anything reaches a network:
+    a non-pixel dtype (object, string, complex) raises a TypeError; NaN or
+    Inf pixels, values beyond ±1e12 (or float32's range) after
+    normalisation, or images of the wrong rank raise a ValueError naming the
+    images (their index in the batch or list) — see :meth:`check`.
 
     Args:
         image_size: ``(H, W)`` the network was trained at, or None to keep each
@@ -147,6 +158,10 @@ class ImagePreprocessor:
     # -- single steps -------------------------------------------------------------
     def normalize(self, images) -> np.ndarray:
         """``(images * scale - mean) / std`` as float32, channels per ``data_format``."""
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by check_network_inputs
+            return self._normalize(images)
+
+    def _normalize(self, images) -> np.ndarray:
         x = np.asarray(images, dtype="float32")
         if self.scale != 1.0:
             x = x * np.float32(self.scale)
@@ -212,16 +227,68 @@ class ImagePreprocessor:
             f"Expected a batch array (B, H, W, C) or a list of (H, W, C) images, got {type(images).__name__}."
         )
 
-    def prepare(self, images) -> PreparedBatch:
-        """Resize, normalise and pad raw images into network-ready batches."""
+    @property
+    def spatial_rank(self) -> int | None:
+        """Spatial rank the images must have, when known (from the network's
+        stride multiple, or 2 when resizing), else None."""
+        if self.pad_multiple:
+            return len(self.pad_multiple)
+        return 2 if self.image_size is not None else None
+
+    def check(self, images) -> None:
+        """Validate raw images on the host: TypeError for a non-pixel dtype,
+        ValueError for a wrong rank or NaN/Inf pixels, naming the images.
+
+        ``images``: a batch array or a list of images (as :meth:`prepare` takes).
+        """
+        if not isinstance(images, (np.ndarray, list, tuple)):
+            images = self.split_images(images)[0]  # a TypeError for what is no image data
+        batch = isinstance(images, np.ndarray)
+        items = images if batch else [np.asarray(image) for image in images]
+        if batch:
+            check_pixel_dtype(images.dtype, "The images")
+        else:
+            for i, image in enumerate(items):
+                check_pixel_dtype(image.dtype, f"Image {i} of the list")
+        rank = self.spatial_rank
+        layout = "(H, W, C)" if self.data_format == "channels_last" else "(C, H, W)"
+        if batch and images.ndim != (rank + 2 if rank else max(images.ndim, 3)):
+            raise ValueError(
+                f"Expected a batch of {rank or 'k'}-D images {layout[:1]}B, {layout[1:]}, got shape {images.shape}. "
+                "Add a batch axis with x[None] for a single image, a channel axis with x[..., None] for grey "
+                "images without one."
+            )
+        if not batch:
+            for i, image in enumerate(items):
+                if image.ndim != (rank + 1 if rank else max(image.ndim, 2)):
+                    raise ValueError(
+                        f"Image {i} of the list has shape {image.shape}; each list item must be one image "
+                        f"{layout if rank in (None, 2) else f'with {rank} spatial axes and channels'}."
+                    )
+        check_finite_images(items)
+
+    def prepare(self, images, check: bool = True) -> PreparedBatch:
+        """Resize, normalise and pad raw images into network-ready batches.
+
+        With ``check`` (default) the images are validated first (:meth:`check`)
+        and the network-ready batches are checked to be finite.
+        """
+        if check:
+            if isinstance(images, (list, tuple)):
+                images = [np.asarray(image) for image in images]
+            elif not isinstance(images, np.ndarray) and hasattr(images, "__array__"):
+                images = np.asarray(images)
+            self.check(images)
         if isinstance(images, np.ndarray) and images.ndim >= 3 and len(images) and (
                 self.image_size is None or self.spatial_shape(images[0]) == self.image_size):
             # One batch that needs no resizing: normalise and pad it whole.
             size = self.spatial_shape(images[0])
             x = self.normalize(images)
+            n = len(images)
+            if check:
+                check_network_inputs(x, images, list(range(n)))
             if self.pad_multiple:
                 x, _ = pad_to_multiple(x, self.pad_multiple, self.data_format, mode=self.pad_mode)
-            n = len(images)
             return PreparedBatch([(list(range(n)), x)], [size] * n, [size] * n, False)
         items, was_list = self.split_images(images)
         groups: dict[tuple, list] = {}
@@ -231,6 +298,8 @@ class ImagePreprocessor:
             image = self.resize(image)
             resized.append(self.spatial_shape(image))
             x = self.normalize(image[None])
+            if check:
+                check_network_inputs(x, items, [index])
             if self.pad_multiple:
                 x, _ = pad_to_multiple(x, self.pad_multiple, self.data_format, mode=self.pad_mode)
             groups.setdefault(x.shape, []).append((index, x))

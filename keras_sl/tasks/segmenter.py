@@ -66,7 +66,8 @@ class Segmenter(Task):
         return keras.layers.Activation(self.activation, dtype="float32", name="probabilities")(logits)
 
     def predict_logits(self, x, **kwargs):
-        """Logits at each input's size (resized bilinearly when the preprocessor resizes)."""
+        """Logits at each input's size (resized bilinearly when the preprocessor
+        resizes); raw images validated as in :meth:`predict`."""
         (out,) = self._run_raw(super(Task, self).predict, x, preprocess=kwargs.pop("preprocess", True),
                                pad=kwargs.pop("pad", True), kind="logits", **kwargs)
         return out

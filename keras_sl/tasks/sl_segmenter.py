@@ -258,13 +258,17 @@ class SLSegmenter(Task):
     def predict_quality(self, x, batch_size=None, verbose="auto", steps=None, pad: bool = True,
                         preprocess: bool = True):
         """``(probabilities, Q)`` from one forward pass (eqs. 9 and 11); raw
-        images as in :meth:`predict`."""
+        images as in :meth:`predict` (validated the same way; an empty batch
+        gives empty arrays). Q is NaN for an image whose slice logits are not
+        finite (e.g. NaN weights): treat it as flagged, as
+        :func:`keras_sl.selective.is_flagged` does."""
         return self._run_raw(self._inference_model("quality").predict, x, preprocess=preprocess, pad=pad,
                              n_outputs=2, batch_size=batch_size, verbose=verbose, steps=steps)
 
     def predict_slices(self, x, batch_size=None, verbose="auto", steps=None, pad: bool = True,
                        preprocess: bool = True):
-        """Per-slice logits ``(B, m, *spatial, K)`` at each input's size, for analysis."""
+        """Per-slice logits ``(B, m, *spatial, K)`` at each input's size, for
+        analysis; raw images validated as in :meth:`predict`."""
         (out,) = self._run_raw(super(Task, self).predict, x, preprocess=preprocess, pad=pad, kind="logits",
                                lead_axes=1, batch_size=batch_size, verbose=verbose, steps=steps)
         return out

@@ -5,10 +5,16 @@ the config) + a backbone network + a head. ``model(x)`` returns what training
 supervises (logits); ``predict`` and friends take raw images — uint8 or float,
 any size, one batch array or a list of differently sized images — and return
 results at each input's size.
+
+Raw inputs are validated on the host before any backend op
+(:mod:`keras_sl.tasks.input_checks`, :meth:`ImagePreprocessor.check`): dtype,
+rank, channels, NaN/Inf pixels, empty data, and for training the masks'
+shape and values. The errors read the same on every backend.
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import keras
@@ -16,13 +22,20 @@ import numpy as np
 
 from keras_sl.models.base import SLModel
 from keras_sl.preprocessing import ImagePreprocessor
-from keras_sl.utils.checks import check_binary_mask
+from keras_sl.tasks import input_checks
+from keras_sl.utils.checks import check_finite_images, check_network_inputs
 
 
 def _is_raw(x) -> bool:
     """NumPy-like image data the preprocessor can take (not a dataset)."""
     return isinstance(x, np.ndarray) or (isinstance(x, (list, tuple)) and len(x) > 0 and all(
         isinstance(i, np.ndarray) for i in x))
+
+
+def _is_raw_for_predict(x) -> bool:
+    """Prediction inputs taken as raw images: arrays, and any list or tuple
+    (one image per item; checked item by item)."""
+    return isinstance(x, (np.ndarray, list, tuple))
 
 
 class Task(SLModel):
@@ -107,11 +120,26 @@ class Task(SLModel):
     def prepare_training_arrays(self, x, y=None):
         """Raw training images (and masks) -> network inputs, through the
         model's preprocessor: resized to its ``image_size`` (masks with
-        nearest-neighbour), normalised. Images must share one size afterwards."""
+        nearest-neighbour), normalised. Images must share one size afterwards.
+
+        Checked first, on the host: at least one image; pixel dtype, rank and
+        channels; no NaN/Inf pixels (the error names the images); one mask per
+        image with its image's height and width and ``num_classes`` channels
+        (one channel of labels 0..K-1 when the compiled loss is sparse;
+        ``(H, W)`` masks of a one-channel target get their channel axis);
+        binary / one-hot masks finite and in [0, 1].
+        """
         images, _ = self.preprocessor.split_images(x)
+        input_checks.refuse_empty(images, method="fit/evaluate")
+        self._check_raw_images(images)
+        self.preprocessor.check(images)
         masks = None if y is None else ImagePreprocessor.split_images(y)[0]
         if masks is not None and len(masks) != len(images):
             raise ValueError(f"x and y have different lengths: {len(images)} images and {len(masks)} masks.")
+        if masks is not None:
+            masks = input_checks.check_targets(
+                masks, [self.preprocessor.spatial_shape(img) for img in images], num_classes=self.num_classes,
+                kind=self._target_kind(), data_format=self.data_format)
         pairs = [self.preprocessor.prepare_pair(img, None if masks is None else masks[i])
                  for i, img in enumerate(images)]
         shapes = {p[0].shape for p in pairs}
@@ -121,10 +149,44 @@ class Task(SLModel):
                 "image_size=(H, W) to resize them, or pass one size."
             )
         out_x = self.preprocessor.normalize(np.stack([p[0] for p in pairs]))
+        check_network_inputs(out_x, images, list(range(len(images))))
         if masks is None:
             return out_x, None
         out_y = np.stack([np.asarray(p[1], dtype="float32") for p in pairs])
         return out_x, out_y
+
+    def _target_kind(self) -> str:
+        """``"binary"``, ``"one_hot"``, ``"sparse"`` (a compiled sparse loss) or ``"regression"``."""
+        return input_checks.target_kind(self.activation, self.num_classes, getattr(self, "loss", None))
+
+    def _check_raw_images(self, x) -> None:
+        """Dtype, rank and channels of raw images against this model."""
+        input_checks.check_images_for_model(x, in_channels=self.in_channels, rank=len(self.image_shape) - 1,
+                                            data_format=self.data_format, model_name=self.name)
+
+    def _check_network_ready(self, x, y):
+        """Checks of arrays fed as they are (``preprocess=False``): pixel
+        dtype, rank, channels, NaN/Inf, stride multiple, and the masks; returns
+        ``y`` (with a channel axis added to ``(B, H, W)`` masks of a one-class
+        model)."""
+        if not isinstance(x, np.ndarray):
+            return y
+        self._check_raw_images(x)
+        check_finite_images(x)
+        self._check(x.shape)
+        if isinstance(y, np.ndarray) or _is_raw(y):
+            y = input_checks.check_target_batch(np.asarray(y), x.shape, num_classes=self.num_classes,
+                                                kind=self._target_kind(), data_format=self.data_format)
+        return y
+
+    def _prepare_for_keras(self, x, y, preprocess: bool, method: str, argument: str = "x"):
+        """Validated (and, for raw arrays, preprocessed) ``x, y`` for Keras' fit/evaluate."""
+        input_checks.refuse_empty(x, method=method, argument=argument)
+        if preprocess and _is_raw(x):
+            x, y = self.prepare_training_arrays(x, y)
+            self._check(x.shape)
+            return x, y
+        return x, self._check_network_ready(x, y)
 
     def _check_loader(self, data) -> None:
         loader_pre = getattr(data, "preprocessor", None)
@@ -138,25 +200,29 @@ class Task(SLModel):
         """``keras.Model.fit``; NumPy images go through the model's preprocessor
         first (``preprocess=False`` feeds them as they are), a
         :class:`keras_sl.datasets.SegmentationLoader` must use the model's
-        preprocessor, and binary masks are checked early."""
+        preprocessor.
+
+        Raw arrays (and ``validation_data`` arrays) are validated before
+        training starts (:meth:`prepare_training_arrays`): no samples, a
+        non-pixel dtype, NaN/Inf pixels, masks of the wrong shape, or NaN /
+        out-of-[0, 1] classification masks raise a clear error instead of
+        silently turning the weights to NaN.
+        """
         self._check_loader(x)
-        if preprocess and _is_raw(x):
-            x, y = self.prepare_training_arrays(x, y)
-        if isinstance(x, np.ndarray):
-            self._check(x.shape)
-        if isinstance(y, np.ndarray) and self.activation == "sigmoid":
-            check_binary_mask(y, "Training masks (y)")
+        x, y = self._prepare_for_keras(x, y, preprocess, "fit")
         validation = kwargs.get("validation_data")
-        if preprocess and isinstance(validation, (tuple, list)) and len(validation) >= 2 and _is_raw(validation[0]):
-            vx, vy = self.prepare_training_arrays(validation[0], validation[1])
+        if isinstance(validation, (tuple, list)) and len(validation) >= 2 and (
+                _is_raw(validation[0]) or input_checks.is_empty(validation[0])):
+            vx, vy = self._prepare_for_keras(validation[0], validation[1], preprocess, "fit",
+                                             argument="validation_data")
             kwargs["validation_data"] = (vx, vy, *validation[2:])
         return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, preprocess: bool = True, **kwargs):
-        """``keras.Model.evaluate`` with NumPy images preprocessed as in :meth:`fit`."""
+        """``keras.Model.evaluate`` with NumPy images preprocessed and
+        validated as in :meth:`fit`."""
         self._check_loader(x)
-        if preprocess and _is_raw(x):
-            x, y = self.prepare_training_arrays(x, y)
+        x, y = self._prepare_for_keras(x, y, preprocess, "evaluate")
         return super().evaluate(x, y, *args, **kwargs)
 
     # -- inference ------------------------------------------------------------------------
@@ -189,28 +255,34 @@ class Task(SLModel):
         """Run ``fn`` (a Keras predict) on raw images and restore the outputs.
 
         Returns a tuple of ``n_outputs`` results; the first is spatial (restored
-        to each input's size), the others per image (e.g. Q).
+        to each input's size), the others per image (e.g. Q). Inputs are
+        validated first; an empty batch gives empty outputs without running
+        the model.
         """
-        if not _is_raw(x):  # a dataset or tensor: fed as it is
+        rank = len(self.image_shape) - 1
+        if not _is_raw_for_predict(x):  # a dataset or tensor: fed as it is
+            if input_checks.is_empty(x):
+                if isinstance(x, keras.utils.PyDataset):
+                    raise ValueError("predict got a PyDataset without batches; pass at least one image.")
+                self._check(tuple(x.shape), divisible=False)
+                return input_checks.empty_outputs(fn.__self__, x, n_outputs=n_outputs, lead_axes=lead_axes,
+                                                  rank=rank, data_format=self.data_format)
             out = fn(x, **kwargs)
             return tuple(out) if n_outputs > 1 else (out,)
         pre = self.preprocessor
         if not preprocess:
             pre = ImagePreprocessor(data_format=self.data_format)
             pre.pad_multiple = self.stride_multiple
-        if isinstance(x, np.ndarray):  # rank and channels, before the batch is split into images
-            self._check(x.shape, divisible=False)
-        images, _ = pre.split_images(x)
-        if not images:
-            raise ValueError(
-                "predict got an empty batch (0 images); pass at least one image, e.g. x[:1] or x[None] for one."
-            )
-        for image in images:
-            self._check((1, *image.shape), divisible=False)
+        if isinstance(x, tuple):
+            x = list(x)
+        self._check_raw_images(x)  # dtype, rank and channels, before the batch is split into images
+        if input_checks.is_empty(x):
+            return input_checks.empty_outputs(fn.__self__, x, n_outputs=n_outputs, lead_axes=lead_axes, rank=rank,
+                                              data_format=self.data_format)
         if not pad:
             multiple, pre.pad_multiple = pre.pad_multiple, None
         try:
-            prepared = pre.prepare(x)
+            prepared = pre.prepare(x)  # NaN/Inf pixels are refused here, naming the images
         finally:
             if not pad:
                 pre.pad_multiple = multiple
@@ -225,6 +297,7 @@ class Task(SLModel):
                 values = np.asarray(out[k])
                 for j, index in enumerate(indices):
                     results[k][index] = values[j]
+        _warn_if_not_finite(results[0])
         spatial = pre.restore(results[0], prepared, kind=kind, lead_axes=lead_axes)
         rest = [np.asarray(r) if not prepared.was_list else list(r) for r in results[1:]]
         return (spatial, *rest)
@@ -234,10 +307,19 @@ class Task(SLModel):
         """Probabilities (regression: values) at each input's size.
 
         ``x``: raw images — a batch array ``(B, H, W, C)`` or a list of
-        ``(H, W, C)`` arrays of any sizes, uint8 or float — preprocessed with
-        :attr:`preprocessor` (``preprocess=False`` skips resizing and
-        normalisation; padding to the stride multiple still happens unless
-        ``pad=False``). A list gives a list back.
+        ``(H, W, C)`` arrays of any sizes, uint8, integer, bool or float —
+        preprocessed with :attr:`preprocessor` (``preprocess=False`` skips
+        resizing and normalisation; padding to the stride multiple still
+        happens unless ``pad=False``). A list gives a list back. A single
+        image ``(H, W, C)`` is refused: pass ``x[None]``.
+
+        Checked before the model runs: a non-pixel dtype (object, string,
+        complex) raises a TypeError; a wrong rank or channel count (with a
+        hint when the batch looks channels-first) or a NaN/Inf pixel (the
+        error names the images) a ValueError. An empty batch ``x[:0]`` gives
+        empty outputs ``(0, H, W, K)`` (``[]`` for an empty list) without
+        running the model. Non-finite outputs from finite inputs (e.g. NaN
+        weights) raise a ``RuntimeWarning``.
         """
         (out,) = self._run_raw(self._inference_model("prediction").predict, x, preprocess=preprocess, pad=pad,
                                batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
@@ -245,7 +327,8 @@ class Task(SLModel):
 
     def segment(self, x, threshold: float = 0.5, **kwargs):
         """Label maps (eq. 10): threshold for K=1, argmax over classes for K>1,
-        at each input's size (a list in, a list out)."""
+        at each input's size (a list in, a list out); inputs are validated as
+        in :meth:`predict`."""
         from keras_sl.postprocess import to_labels
 
         probs = self.predict(x, **kwargs)
@@ -257,3 +340,17 @@ class Task(SLModel):
     def _preprocessor_config(self):
         return keras.saving.serialize_keras_object(self.preprocessor)
 
+
+
+def _warn_if_not_finite(outputs) -> None:
+    """Warn when predictions of (finite) inputs are NaN/Inf: the weights are."""
+    bad = [i for i, out in enumerate(outputs) if not np.isfinite(out).all()]
+    if bad:
+        shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        warnings.warn(
+            f"The predictions of image(s) {shown} are NaN or Inf although the inputs are finite: the model's "
+            "weights are probably not finite (did training diverge?). Check "
+            "all(np.isfinite(w).all() for w in model.get_weights()).",
+            RuntimeWarning,
+            stacklevel=3,
+        )

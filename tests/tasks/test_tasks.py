@@ -55,10 +55,10 @@ def test_default_preprocessor_pads_only():
     assert model.predict(x, verbose=0).shape == (2, 30, 20, 1)
 
 
-def test_empty_batch_is_refused_before_the_model_runs():
+def test_empty_batch_gives_empty_outputs_before_the_model_runs():
     model = _small_sl()
-    with pytest.raises(ValueError, match="empty batch"):
-        model.predict(np.zeros((0, 32, 32, 3), "uint8"), verbose=0)
+    assert model.predict(np.zeros((0, 32, 32, 3), "uint8"), verbose=0).shape == (0, 32, 32, 1)
+    assert model.predict([], verbose=0) == []
     assert model.predict(_raw(1, 32, 32), verbose=0).shape == (1, 32, 32, 1)  # still usable
 
 

@@ -1,4 +1,4 @@
-"""tests/run_backends.py: one pytest process per backend, two at a time, results summed."""
+"""tests/run_backends.py: the backends one after another, each over pytest-xdist workers, results summed."""
 
 import importlib.util
 from pathlib import Path
@@ -22,15 +22,22 @@ def test_each_backend_gets_its_own_temporary_root(tmp_path):
     assert runner._pytest_command("jax", ["--basetemp=/elsewhere"], tmp_path)[-1] == "--basetemp=/elsewhere"
 
 
+def test_workers_unless_the_user_chose(tmp_path):
+    runner = _runner()
+    assert runner._pytest_command("jax", [], tmp_path, jobs=2)[-4:-1] == ["2", "--dist", "worksteal"]
+    assert "-n" not in runner._pytest_command("jax", [], tmp_path, jobs=1)
+    assert runner._pytest_command("jax", ["-n", "3"], tmp_path, jobs=2).count("-n") == 1
+
+
 def test_jobs_setting(monkeypatch):
     runner = _runner()
     monkeypatch.setenv("KERAS_SL_TEST_JOBS", "4")
-    assert runner._jobs(3) == 3
+    assert runner._jobs() == 4
     monkeypatch.setenv("KERAS_SL_TEST_JOBS", "0")
-    assert runner._jobs(3) == 1
+    assert runner._jobs() == 1
     monkeypatch.setenv("KERAS_SL_TEST_JOBS", "two")
     with pytest.raises(SystemExit, match="KERAS_SL_TEST_JOBS must be a whole number"):
-        runner._jobs(3)
+        runner._jobs()
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])

@@ -378,7 +378,7 @@ def cmd_train(args) -> int:
         args.dataset, args.data, args.out, model=args.model_name,
         resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         init_preset=args.preset, preset_dir=args.save_preset, command="keras-sl " + " ".join(shlex.quote(a) for a in args.argv),
-        verbose=args.verbose,
+        verbose=args.verbose, overwrite=args.force,
     )
     return 0
 
@@ -526,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=positive_int, default=8)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
+    tr.add_argument("--force", action="store_true",
+                    help="train again even if --out holds a finished run (and replace the --save-preset folder)")
     tr.set_defaults(func=cmd_train)
 
     be = add("bench", help="time inference/training steps under the current KERAS_BACKEND")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 import keras
 
 from keras_sl import losses as sl_losses
 from keras_sl import registry
-from keras_sl.callbacks import SliceSelection
+from keras_sl import training_state as state
+from keras_sl.callbacks import ResumableCSVLogger, SliceSelection, TerminateOnNaN, TrainingBackup
 from keras_sl.data.normalization import IMAGENET
 from keras_sl.datasets import SegmentationLoader, get as get_dataset
+from keras_sl.datasets.pipeline import EpochStream
 from keras_sl.evaluation import evaluate_segmentation
 from keras_sl.metrics import Dice
 from keras_sl.preprocessing import ImagePreprocessor
@@ -59,6 +63,8 @@ def train_segmentation(
     verbose: int = 1,
     freeze_encoder: bool = False,
     pretrained_encoder: bool = True,
+    overwrite: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
     """Train one Table III configuration and evaluate it on the test split.
 
@@ -70,8 +76,20 @@ def train_segmentation(
     every ``restart_epochs`` epochs, gradient values clipped to 0.5, the
     structure loss (WBCE + WIoU; on every slice for SL), multi-scale training
     (0.75/1.0/1.25) with flips, slice selection after the last epoch.
-    Interrupted runs resume from ``out_dir/backup`` (BackupAndRestore); the
-    per-epoch log is ``out_dir/log.csv`` and the results ``out_dir/results.json``.
+    Training stops at the first NaN/Inf loss
+    (:class:`keras_sl.callbacks.NonFiniteLossError`).
+
+    Nothing is lost to an interruption (:mod:`keras_sl.training_state`): the
+    training state of every epoch — weights, optimizer, data order and
+    augmentation — is kept in ``out_dir/backup`` until the final weights
+    (``final.weights.h5``, with the slice selection), the test evaluation, the
+    preset and, last, ``results.json`` are written, each atomically. Rerunning
+    the same call after a kill continues where it stopped and gives the
+    results of an uninterrupted run; rerunning a finished run prints a line
+    and returns its stored results (``overwrite=True`` trains again, and
+    replaces an existing preset in ``preset_dir``). ``out_dir/log.csv`` has
+    one row per epoch. ``callbacks`` are added to ``fit``'s (before slice
+    selection).
 
     Encoder-decoder models (``effnetlite0_sl_emcad``, ...) start from the
     encoder's ImageNet weights (``pretrained_encoder``) and normalise as those
@@ -81,6 +99,26 @@ def train_segmentation(
     name = None if init_preset else model_name(model, levels, num_res_units)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    identity = {"dataset": dataset, "model_name": name, "resolution": resolution, "epochs": epochs,
+                "batch_size": batch_size, "seed": seed, "init_preset": init_preset}
+    if overwrite:
+        state.clear_run(out)
+    else:
+        done = state.finished_results(out, identity)
+        if done is not None:
+            shutil.rmtree(out / state.BACKUP, ignore_errors=True)  # left by a kill after results.json
+            if verbose:
+                print(f"{out} holds a finished run (test Dice {done['test'].get('dice', float('nan')):.4f}); "
+                      "not training again. Pass overwrite=True (keras-sl train --force) to retrain.")
+            return done
+    config = {**identity, "multiscale": multiscale, "learning_rate": learning_rate,
+              "restart_epochs": restart_epochs, "freeze_encoder": freeze_encoder,
+              "pretrained_encoder": pretrained_encoder, "normalization": normalization}
+    progress = state.Progress(out)
+    progress.check_config(config)
+    if preset_dir:
+        state.check_preset_target(Path(preset_dir), ours=progress.get("preset") in ("moving", "done"),
+                                  overwrite=overwrite)
     keras.utils.set_random_seed(seed)
     ds = get_dataset(dataset, data_dir)
     scope = contextlib.ExitStack()
@@ -118,27 +156,48 @@ def train_segmentation(
     # Training, the test evaluation and every later predict share this preprocessor.
     net.preprocessor = ImagePreprocessor.from_normalization(normalization, image_size=size)
     train = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor, augment=True,
-                               scales=(0.75, 1.0, 1.25) if multiscale else (1.0,),
-                               seed=seed, cache=True, workers=2)
+                               scales=(0.75, 1.0, 1.25) if multiscale else (1.0,), seed=seed, cache=True)
     steps = len(train)
     schedule = keras.optimizers.schedules.CosineDecayRestarts(learning_rate, first_decay_steps=restart_epochs * steps)
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-2, clipvalue=0.5)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
-        keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
-    ]
     if sl:
         net.compile(optimizer=optimizer)
-        selection_data = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor,
-                                            augment=False, cache=True, workers=2)
-        callbacks.append(SliceSelection(selection_data, verbose=verbose))
     else:
         net.compile(optimizer=optimizer, loss=sl_losses.StructureLoss(), metrics=[Dice(from_logits=True)],
                     jit_compile="auto")  # backend defaults: UNet.compile
-    start = time.perf_counter()
-    net.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    train_seconds = time.perf_counter() - start
-    net.save_weights(out / "final.weights.h5")
+    final_weights = out / state.FINAL_WEIGHTS
+    if progress.get("trained") and final_weights.is_file():  # a rerun after a kill past training
+        if net.optimizer is not None and not net.optimizer.built:
+            net.optimizer.build(net.trainable_variables)
+        net.load_weights(final_weights)  # with the slice selection
+        train_seconds = float(progress.get("train_seconds", 0.0))
+        if verbose:
+            print(f"Training is done ({final_weights}); continuing after it.")
+    else:
+        # Batch i of the stream is a function of (seed, epoch, i) alone: a resumed run draws the same batches.
+        stream = EpochStream(train, epochs)
+        fit_state = {"train_data": stream}
+        selection = None
+        if sl:
+            selection_data = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor,
+                                                augment=False, cache=True, workers=2)
+            selection = SliceSelection(selection_data, verbose=verbose)
+            fit_state["slice_selection"] = selection
+        backup = TrainingBackup(out / state.BACKUP, state=fit_state, config=config, verbose=verbose)
+        hint = (f"The backup of the last good epoch stays in {backup.backup_dir}: rerun the same command to retry "
+                "from it, or pass overwrite=True (keras-sl train --force), e.g. with a lower learning rate, to "
+                "start over.")
+        # The log row of an epoch is written before its backup: a kill between them re-runs the epoch.
+        fit_callbacks = [ResumableCSVLogger(out / state.LOG), backup, TerminateOnNaN(hint=hint), *callbacks]
+        if selection is not None:
+            fit_callbacks.append(selection)
+        start = time.perf_counter()
+        # shuffle=False: the loader shuffles, as a function of (seed, epoch) (Keras' shuffle uses a global RNG).
+        net.fit(stream, epochs=epochs, steps_per_epoch=steps, callbacks=fit_callbacks, verbose=verbose,
+                shuffle=False)
+        train_seconds = backup.restored_seconds + time.perf_counter() - start
+        state.atomic_save_weights(net, final_weights)
+        progress.update(trained=True, train_seconds=round(train_seconds, 3), config=config)
 
     test = evaluate_segmentation(net, ds, ds.split("test"))
     scope.close()  # the distribution stays active through fit and evaluation
@@ -159,10 +218,9 @@ def train_segmentation(
         results["slice_losses"] = [float(v) for v in net.slice_losses]
     if init_preset:
         results["init_preset"] = init_preset
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "per_image.json").write_text(json.dumps(test["per_image"], indent=1))
+    state.atomic_write_text(out / state.PER_IMAGE, json.dumps(test["per_image"], indent=1))
     if preset_dir:
-        net.save_to_preset(preset_dir, metadata={
+        metadata = {
             "dataset": dataset, "task": "binary segmentation", "split": f"{len(ds.split('train'))} train / "
             f"{len(ds.split('test'))} test, {type(ds).__name__}.split (deterministic)",
             "input_size": [resolution, resolution, 3], "normalization": normalization,
@@ -183,7 +241,11 @@ def train_segmentation(
             "license": ds.license,
             **({"encoder_weights": ENCODER_WEIGHTS.get(spec.arguments.get("encoder"), "see the encoder's source")}
                if encoder is not None and pretrained_encoder and spec else {}),
-        })
+        }
+        state.publish_preset(lambda folder: net.save_to_preset(folder, metadata=metadata), Path(preset_dir),
+                             progress, overwrite=overwrite)
+    state.atomic_write_text(out / state.RESULTS, json.dumps(results, indent=2))  # last: the run is finished
+    shutil.rmtree(out / state.BACKUP, ignore_errors=True)
     if verbose:
         print(json.dumps(results["test"], indent=2))
     return results

@@ -1,13 +1,18 @@
 """Table III recipe: UNet vs SL-UNet on a segmentation dataset.
 
-Example (one configuration; resumes if interrupted; the preset folder is
-named ``<dataset>_<model name>``, :func:`keras_sl.registry.preset_name`):
+Example (one configuration; the preset folder is named
+``<dataset>_<model name>``, :func:`keras_sl.registry.preset_name`):
 
     KERAS_BACKEND=tensorflow python recipes/table3.py --dataset kvasir \
         --data ../shared/data/kvasir-seg --model sl_unet_8l2r \
         --resolution 256 --epochs 40 --out runs/kvasir_sl_unet_8l2r --preset pretrained/kvasir_sl_unet_8l2r
 
 ``--model sl_unet --levels 8 --res 2`` names the same model.
+
+Rerunning the command after an interruption (even a SIGKILL, at any point)
+continues the run and gives the results of an uninterrupted one; rerunning
+a finished run prints one line and trains nothing (``--force`` trains again).
+Training stops at the first NaN/Inf loss, keeping the last good epoch's backup.
 """
 
 import argparse
@@ -39,6 +44,8 @@ def main(argv=None):
                    help="train on all local devices (JAX DataParallel / tf.distribute.MirroredStrategy)")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="encoder-decoder models: train the decoder only (the ImageNet encoder stays fixed)")
+    p.add_argument("--force", action="store_true",
+                   help="train again even if --out holds a finished run (and replace the --preset folder)")
     p.add_argument("--verbose", type=int, default=2, help="Keras verbosity: 1 progress bar, 2 one line per epoch")
     args = p.parse_args(argv)
     try:
@@ -51,7 +58,7 @@ def main(argv=None):
         resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         multiscale=not args.no_multiscale, preset_dir=args.preset, command=command,
         verbose=args.verbose, data_parallel=args.data_parallel, init_preset=args.init_preset,
-        freeze_encoder=args.freeze_encoder,
+        freeze_encoder=args.freeze_encoder, overwrite=args.force,
     )
 
 

@@ -93,6 +93,14 @@ class SliceSelection(keras.callbacks.Callback):
     (eq. 7), saved with the model. The per-slice losses are kept in
     ``model.slice_losses`` and ``self.history``.
 
+    When training begins, :meth:`check` runs the first batch of ``data``
+    through the model and the loss, so a wrong model, loss or data fails at
+    once, not after the last epoch. Selection is skipped when training ended
+    on a non-finite loss. ``get_state``/``set_state`` let
+    :class:`keras_sl.callbacks.TrainingBackup` carry ``history`` across an
+    interrupted run (the selection itself is measured from the final
+    weights, so it needs no state).
+
     Args:
         data: training data, ``(x, y)`` arrays, a ``PyDataset`` or a dataset
             yielding ``(x, y)`` batches (no shuffling or augmentation needed).
@@ -140,10 +148,131 @@ class SliceSelection(keras.callbacks.Callback):
                   f"{', '.join(f'{losses[i]:.4f}' for i in chosen)})")
         return chosen
 
+    # -- checks before training ------------------------------------------------------------
+    def check(self, model=None) -> None:
+        """Check, before training, what selection needs after it: a Spatial
+        Lifting model, a matching ``num_selected``, a loss with per-slice
+        values, and data whose first batch gives per-slice losses (one batch
+        through the model). Raises a TypeError or ValueError that says what to
+        change. Called by ``on_train_begin``."""
+        model = model or self.model
+        if not (hasattr(model, "slice_head") and hasattr(model, "predict_slices")):
+            raise TypeError(
+                f"SliceSelection selects the slices of a Spatial Lifting model (keras_sl.SLSegmenter, SLUNet, "
+                f"an <encoder>_sl_<decoder> model), got a {type(model).__name__} without slices; remove the "
+                "callback or train an SL model."
+            )
+        k = self.num_selected or model.num_selected
+        if k != model.num_selected:
+            raise ValueError(
+                f"num_selected={k} differs from the model's num_selected="
+                f"{model.num_selected}; build the model with num_selected={k}."
+            )
+        loss = self._loss(model)
+        if hasattr(model, "_check_loader"):
+            model._check_loader(self.data)
+        batch = self._first_batch(model)
+        if batch is None:  # a one-shot iterator: checked when selection reads it
+            return
+        x, y = batch
+        if len(x) != len(y):
+            raise ValueError(f"SliceSelection data: a batch has {len(x)} images and {len(y)} masks.")
+        if getattr(model, "activation", None) == "sigmoid":
+            check_binary_mask(y, "SliceSelection masks")
+        _check_pair_shapes(model, x, y)
+        x, y = x[: self.batch_size], y[: self.batch_size]
+        already = {"preprocess": False} if hasattr(model, "preprocessor") else {}
+        try:
+            logits = model.predict_slices(x, verbose=0, pad=False, **already)
+            per = np.asarray(ops.convert_to_numpy(loss.per_slice(y, logits)))
+        except Exception as err:  # one error type on every backend (they raise different ones)
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise ValueError(
+                f"SliceSelection cannot compute per-slice losses on its data (images {tuple(x.shape)}, masks "
+                f"{tuple(y.shape)}): {type(err).__name__}: {first}"
+            ) from err
+        if per.shape != (len(x), model.lift_depth):
+            raise ValueError(
+                f"SliceSelection's loss {type(loss).__name__} gave values of shape {per.shape} for {len(x)} images; "
+                f"one per image and slice, {(len(x), model.lift_depth)}, is needed."
+            )
+
+    def _loss(self, model):
+        from keras_sl.losses import SliceSupervision, StructureLoss
+
+        if self.loss is not None:
+            if not callable(getattr(self.loss, "per_slice", None)):
+                raise TypeError(
+                    f"SliceSelection(loss=...) must give per-slice values (a keras_sl.losses.SliceSupervision), "
+                    f"got {type(self.loss).__name__}; wrap it: SliceSupervision({type(self.loss).__name__}())."
+                )
+            return self.loss
+        compiled = getattr(model, "loss", None)
+        if compiled is None:  # not compiled: the structure loss, as slice_losses() uses
+            return SliceSupervision(StructureLoss(), data_format=model.data_format)
+        if not callable(getattr(compiled, "per_slice", None)):
+            raise ValueError(
+                f"The model's compiled loss ({compiled!r}) gives no per-slice values, so SliceSelection cannot rank "
+                "the slices by it. Compile with a keras_sl.losses.SliceSupervision loss (model.compile() uses one), "
+                "or pass SliceSelection(loss=SliceSupervision(...))."
+            )
+        return compiled
+
+    def _first_batch(self, model):
+        data = self.data
+        if not isinstance(data, (tuple, list, keras.utils.PyDataset)) and not hasattr(data, "__iter__"):
+            raise TypeError(f"SliceSelection data must be (x, y) arrays, a PyDataset or an iterable of (x, y) "
+                            f"batches, got {type(data).__name__}.")
+        if not isinstance(data, (tuple, list, keras.utils.PyDataset)) and iter(data) is data:
+            return None  # a generator: reading a batch now would use it up
+        batches = _batches(data, self.batch_size, model)
+        try:
+            return next(iter(batches))
+        except StopIteration:
+            raise ValueError(
+                "SliceSelection got no training samples: pass the training data as "
+                "(x, y) arrays, a keras.utils.PyDataset or a tf.data.Dataset with at "
+                "least one batch."
+            ) from None
+
+    # -- resumable state ---------------------------------------------------------------------
+    def get_state(self) -> dict:
+        """The selection history (for :class:`keras_sl.callbacks.TrainingBackup`)."""
+        return {"history": [dict(h) for h in self.history]}
+
+    def set_state(self, state: dict) -> None:
+        self.history = [dict(h) for h in state.get("history", [])]
+
+    # -- callback hooks ----------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self.check()
+
     def on_epoch_end(self, epoch, logs=None):
-        if self.every_epoch:
+        if self.every_epoch and _finite(logs):
             self.select()
 
     def on_train_end(self, logs=None):
+        if not _finite(logs):
+            if self.verbose:
+                print("SliceSelection: training ended with a non-finite loss; no slices selected.")
+            return
         if not self.every_epoch:  # with every_epoch the last epoch already selected
             self.select()
+
+
+def _check_pair_shapes(model, x, y) -> None:
+    """Masks must have the images' batch, height and width, and one channel per class."""
+    channels_last = getattr(model, "data_format", "channels_last") == "channels_last"
+    x_spatial, y_spatial = (x.shape[1:-1], y.shape[1:-1]) if channels_last else (x.shape[2:], y.shape[2:])
+    y_channels = y.shape[-1] if channels_last else (y.shape[1] if y.ndim > 1 else None)
+    classes = getattr(model, "num_classes", None)
+    if y.ndim != x.ndim or x_spatial != y_spatial or (classes is not None and y_channels != classes):
+        raise ValueError(
+            f"SliceSelection data: masks of shape {tuple(y.shape)} do not fit images of shape {tuple(x.shape)}; "
+            f"per-slice losses need masks with the images' height and width and {classes} channel(s) "
+            f"({'(B, H, W, K)' if channels_last else '(B, K, H, W)'})."
+        )
+
+
+def _finite(logs) -> bool:
+    return all(np.isfinite(v) for v in (logs or {}).values() if isinstance(v, (int, float, np.floating)))

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_sl.preprocessing.image_preprocessor import resize_image
+from keras_sl.utils.checks import check_binary_mask
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]):
@@ -50,7 +51,9 @@ class SegmentationLoader(keras.utils.PyDataset):
     horizontal/vertical flips and, per batch, one of ``scales`` (the paper's
     multi-scale training, 0.75/1.0/1.25) applied as a zoom that keeps the
     batch shape (crop when enlarged, reflect-pad when shrunk): Keras' dataset
-    adapters need one input shape per run.
+    adapters need one input shape per run. The sample order and every random
+    draw are functions of ``(seed, epoch, batch index)`` (:meth:`batch`); for
+    runs that must resume exactly, train on :class:`EpochStream` of the loader.
 
     Example::
 
@@ -99,10 +102,10 @@ class SegmentationLoader(keras.utils.PyDataset):
         self._cache = {} if cache else None
         self._order = self._make_order()
 
-    def _make_order(self):
+    def _make_order(self, epoch: int | None = None):
         idx = np.arange(len(self.samples))
         if self.shuffle:
-            np.random.default_rng((self.seed, self.epoch)).shuffle(idx)
+            np.random.default_rng((self.seed, self.epoch if epoch is None else epoch)).shuffle(idx)
         return idx
 
     def __len__(self):
@@ -115,14 +118,27 @@ class SegmentationLoader(keras.utils.PyDataset):
     def _pair(self, i: int):
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        image, mask = self.preprocessor.prepare_pair(*self.dataset.load(self.samples[i]))
+        image, mask = self.dataset.load(self.samples[i])
+        # The checks a task makes on arrays, made on every sample a loader feeds to fit.
+        self.preprocessor.check([image])
+        check_binary_mask([mask], f"Mask of sample {self.samples[i]!r}")
+        image, mask = self.preprocessor.prepare_pair(image, mask)
         if self._cache is not None:
             self._cache[i] = (image, mask)
         return image, mask
 
     def __getitem__(self, index):
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        ids = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.batch(self.epoch, index, self._order)
+
+    def batch(self, epoch: int, index: int, order=None):
+        """Batch ``index`` of epoch ``epoch``: a pure function of ``(seed,
+        epoch, index)`` that leaves the loader's state alone (used by
+        :class:`EpochStream`; ``loader[i]`` is ``loader.batch(loader.epoch, i)``)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index {index} out of range for {len(self)} batches")
+        rng = np.random.default_rng((self.seed, epoch, index))
+        order = self._make_order(epoch) if order is None else order
+        ids = order[index * self.batch_size : (index + 1) * self.batch_size]
         pairs = [self._pair(int(i)) for i in ids]
         scale = float(rng.choice(self.scales))
         if self.image_size and scale != 1.0:
@@ -141,3 +157,48 @@ class SegmentationLoader(keras.utils.PyDataset):
             x[flip_h], y[flip_h] = x[flip_h, :, ::-1], y[flip_h, :, ::-1]
             x[flip_v], y[flip_v] = x[flip_v, ::-1], y[flip_v, ::-1]
         return self.preprocessor.normalize(x), y
+
+
+class EpochStream(keras.utils.PyDataset):
+    """The batches of every epoch of a :class:`SegmentationLoader` as one
+    sequence, for ``fit(stream, epochs=epochs, steps_per_epoch=len(loader),
+    shuffle=False)``: item ``i`` is ``loader.batch(start_epoch + i // n, i % n)``.
+
+    Every item is a pure function of its index, so the batches do not depend
+    on when Keras' data adapters fetch or prefetch them (Keras advances a
+    loader's epoch in ``on_epoch_end``, which its adapters also call before
+    training and around prefetched batches, differently on each backend).
+    A run resumed at epoch ``k`` (``set_epoch(k)``, which
+    :class:`keras_sl.callbacks.TrainingBackup` calls) draws exactly the
+    batches an uninterrupted run draws from epoch ``k`` on. Batches are made
+    in the calling thread (``workers=1``): Keras' worker queue can hand out
+    batches made before an epoch change.
+
+    Example::
+
+        stream = EpochStream(train, epochs=40)
+        model.fit(stream, epochs=40, steps_per_epoch=len(train), shuffle=False,
+                  callbacks=[TrainingBackup("run/backup", state={"train_data": stream})])
+    """
+
+    def __init__(self, loader: SegmentationLoader, epochs: int):
+        super().__init__(workers=1, use_multiprocessing=False)
+        if epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {epochs}.")
+        self.loader = loader
+        self.epochs = int(epochs)
+        self.start_epoch = 0
+        #: the loader's preprocessor (``fit`` checks it is the model's)
+        self.preprocessor = loader.preprocessor
+
+    def __len__(self):
+        return len(self.loader) * self.epochs
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start the stream at epoch ``epoch`` (a resumed run)."""
+        self.start_epoch = int(epoch)
+
+    def __getitem__(self, index):
+        epoch, batch = divmod(int(index), len(self.loader))
+        return self.loader.batch(self.start_epoch + epoch, batch)
+

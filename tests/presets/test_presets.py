@@ -243,6 +243,17 @@ def test_builtin_kvasir_effnetlite0_sl_unet_8l2r_reference_output():
     _check_sl_reference(model, [0.97119, 0.93079], [0.04035, 0.08945])
 
 
+def test_builtin_dsb2018_effnetlite0_sl_emcad_reference_output():
+    """SL-EMCAD on EfficientNet-Lite0 (ImageNet, frozen): the best DSB2018 SL decoder of the zoo."""
+    model = keras_sl.SLSegmenter.from_preset("dsb2018_effnetlite0_sl_emcad")
+    meta = model.preset_metadata
+    assert isinstance(model.backbone.encoder, keras_sl.EfficientNetLiteBackbone) and model.backbone.lifts_input
+    assert model.count_params() == meta["parameter_count"] == 3246086
+    assert model.selected_slices == meta["selected_slices"] == [1, 2, 4, 5, 6]
+    assert meta["metrics"]["test_dice"] > 0.85 and "Apache-2.0" in meta["encoder_weights"]
+    _check_sl_reference(model, [0.82373, 0.84690], [0.05879, 0.15923], size=128)
+
+
 def test_builtin_kvasir_effnetlite0_unet_8l2r_reference_output():
     """The 2-D twin: UNet decoder 8L/2Res on the same frozen EfficientNet-Lite0, same recipe."""
     model = keras_sl.Segmenter.from_preset("kvasir_effnetlite0_unet_8l2r")

@@ -18,7 +18,6 @@ would land outside ``root`` is refused before anything is written.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import posixpath
@@ -34,6 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from keras_sl.datasets.base import Dataset, DatasetNotFoundError
+from keras_sl.utils.files import sha256_file
 
 
 class DownloadError(OSError):
@@ -125,15 +125,6 @@ def archive_kind(name: str) -> str | None:
 
 
 # -- fetching ------------------------------------------------------------------------------------
-def sha256_file(path: os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def _quiet_or_stderr(progress: bool, timeout: float) -> Iterator[None]:
     """``keras.utils.get_file`` prints its progress bar on stdout and takes no

@@ -10,7 +10,6 @@ the file and saying how to fix it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -19,6 +18,7 @@ from numbers import Real
 from pathlib import Path
 
 from keras_sl.presets.errors import PresetError
+from keras_sl.utils.files import sha256_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -31,15 +31,6 @@ HOW_TO_MAKE = ("A preset folder is written by model.save_to_preset(folder) (or "
 _HOW_TO_REPAIR = "Restore the file from the original preset (download or copy it again), or save the model again " \
                  "with model.save_to_preset(folder, overwrite=True)."
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def sha256_file(path: os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_json(folder: Path, name: str):

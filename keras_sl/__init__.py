@@ -25,6 +25,7 @@ _PUBLIC = {
     "EMCAD": "keras_sl.models.emcad",
     "EfficientNetLiteBackbone": "keras_sl.models.efficientnet_lite",
     "HSNetDecoder": "keras_sl.models.hsnet",
+    "MiDaSDecoder": "keras_sl.models.midas",
     "ImagePreprocessor": "keras_sl.preprocessing",
     "PVTv2Backbone": "keras_sl.models.pvtv2",
     "PyramidBackbone": "keras_sl.models.backbone",
@@ -37,8 +38,8 @@ _PUBLIC = {
     "to_labels": "keras_sl.postprocess",
 }
 _SUBMODULES = (
-    "callbacks", "config", "data", "distribute", "interop", "layers", "losses", "metrics", "pqa", "preprocessing",
-    "presets", "registry", "tasks",
+    "callbacks", "config", "data", "depth_quality", "distribute", "interop", "layers", "losses", "metrics", "pqa",
+    "preprocessing", "presets", "registry", "tasks",
 )
 
 

@@ -1,5 +1,32 @@
-"""Segmentation metrics (Dice, IoU), binary and multi-class."""
+"""Segmentation metrics (Dice, IoU), binary and multi-class; depth metrics."""
 
+from keras_sl.metrics.depth import (
+    DEPTH_METRIC_NAMES,
+    AbsRel,
+    Delta1,
+    DepthMAE,
+    DepthRMSE,
+    Log10,
+    RMSELog,
+    SqRel,
+    depth_errors,
+    depth_metrics,
+)
 from keras_sl.metrics.segmentation import Dice, IoU, dice_per_image, iou_per_image
 
-__all__ = ["Dice", "IoU", "dice_per_image", "iou_per_image"]
+__all__ = [
+    "DEPTH_METRIC_NAMES",
+    "AbsRel",
+    "Delta1",
+    "DepthMAE",
+    "DepthRMSE",
+    "Dice",
+    "IoU",
+    "Log10",
+    "RMSELog",
+    "SqRel",
+    "depth_errors",
+    "depth_metrics",
+    "dice_per_image",
+    "iou_per_image",
+]

@@ -68,7 +68,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "KERAS_SL_TEST_JOBS", "2",
-        "Development only: backends `tests/run_backends.py` runs at a time (`1`: one after another).",
+        "Development only: pytest-xdist workers per backend in `tests/run_backends.py` (`1`: one process per backend).",
         "`tests/run_backends.py`",
     ),
     Variable(

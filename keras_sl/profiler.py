@@ -156,6 +156,8 @@ PAPER_TABLE_VI = {
     "cascade": (6.8730, 10.4219), "sl_cascade": (4.7814, 1.6409), "unet_8l2r": (None, None),
     "sl_unet_5l1r": (1.2653, 0.5414), "sl_unet_5l2r": (1.3296, 0.5762), "sl_unet_8l1r": (1.2835, 0.5648),
     "sl_unet_8l2r": (1.3499, 0.6020),
+    "fastdepth": (0.2311, 0.1278), "sl_fastdepth": (0.2248, 0.0404),
+    "midas": (15.4028, 8.5934), "sl_midas": (5.3586, 0.1055),
 }
 #: PVTv2-b2 stage channels (finest first) and strides: the paper's Table VI setting.
 TABLE_VI_CHANNELS = (64, 128, 320, 512)
@@ -167,7 +169,16 @@ TABLE_VI_COUNTS = {
     "cascade": "decoder only (no heads), as thop on CASCADE",
     "sl_emcad": "EMCAD at rank 3, channels (16,32,64,128), depths (8,4,2,1), decoder only",
     "sl_cascade": "CASCADE at rank 3, channels (16,32,64,128), depths (8,4,2,1), decoder only",
+    "fastdepth": "FastDepth decoder only (decode_conv1..6) on MobileNet v1 taps [64,128,256,1024] of a 224x224 "
+                 "image, as thop on dwofk/fast-depth (the paper's row is an unpublished MobileNetV2 variant)",
+    "sl_fastdepth": "FastDepth decoder at rank 3: levels (8,8,8,16), stages of 8, 5x5x5 depthwise, every level "
+                    "lifted to depth 16, in-plane x2 only, 224x224 image, decoder only",
+    "midas": "MiDaS refinenet4..1 + output_conv on four 256-ch maps of a 224x224 image (56/28/14/7), layer*_rn "
+             "excluded, as the paper's row (thop on the original: 15.3193 G / 8.5931 M)",
+    "sl_midas": "MiDaS at rank 3: features 16, levels lifted to depth 16 (kept), head (8, 16), 224x224, no layer*_rn",
 }
+#: The depth decoders' rows are counted at the paper's depth setting, a 224x224 image, whatever the resolution.
+DEPTH_TABLE_VI_RESOLUTION = 224
 
 
 def trainable_params(model) -> int:
@@ -193,6 +204,8 @@ def table_vi_network(decoder: str, resolution: int = 384, num_classes: int = 1):
     sizes = [resolution // s for s in TABLE_VI_STRIDES]
     shapes = [(1, n, n, c) for n, c in zip(sizes, TABLE_VI_CHANNELS)]
     base = decoder.removeprefix("sl_")
+    if base in ("fastdepth", "midas"):
+        return _depth_table_vi_network(decoder, num_classes)
     if base in ("emcad", "cascade"):
         if decoder.startswith("sl_"):
             lifted = [(1, d, n, n, c) for d, n, c in zip(SL_DECODER_DEPTHS, sizes, SL_DECODER_CHANNELS)]
@@ -204,6 +217,35 @@ def table_vi_network(decoder: str, resolution: int = 384, num_classes: int = 1):
     neck = PyramidNeck(feature_channels=TABLE_VI_CHANNELS, **build_decoder_neck(decoder, TABLE_VI_CHANNELS,
                                                                                 num_classes))
     return neck, shapes
+
+
+def _depth_table_vi_network(decoder: str, num_classes: int = 1):
+    """FastDepth / MiDaS rows: their own encoders' levels of a 224x224 image; SL twins at rank 3 on levels
+    lifted to depth 16 (the decoders' x2 resamplings in-plane only)."""
+    lifted = decoder.startswith("sl_")
+    if decoder.endswith("fastdepth"):
+        from keras_sl.models.fastdepth import (FASTDEPTH_CHANNELS, FASTDEPTH_STRIDES, SL_FASTDEPTH_CHANNELS,
+                                               SL_FASTDEPTH_DECODER_CHANNELS, SL_FASTDEPTH_DEPTH, FastDepthDecoder)
+
+        sides = [DEPTH_TABLE_VI_RESOLUTION // s for s in FASTDEPTH_STRIDES]
+        if lifted:
+            return (FastDepthDecoder(SL_FASTDEPTH_CHANNELS, SL_FASTDEPTH_DECODER_CHANNELS, spatial_dims=3,
+                                     num_classes=num_classes),
+                    [(1, SL_FASTDEPTH_DEPTH, n, n, c) for n, c in zip(sides, SL_FASTDEPTH_CHANNELS)])
+        return FastDepthDecoder(num_classes=num_classes), [(1, n, n, c) for n, c in zip(sides, FASTDEPTH_CHANNELS)]
+    from keras_sl.models.midas import MiDaSDecoder
+    from keras_sl.models.midas.midas_decoder import (MIDAS_FEATURES, SL_MIDAS_DEPTH, SL_MIDAS_FEATURES,
+                                                     SL_MIDAS_HEAD_CHANNELS)
+
+    sides = [DEPTH_TABLE_VI_RESOLUTION // s for s in TABLE_VI_STRIDES]
+    if lifted:
+        f = SL_MIDAS_FEATURES
+        return (MiDaSDecoder((f,) * 4, f, head_channels=SL_MIDAS_HEAD_CHANNELS, use_projections=False,
+                             num_classes=num_classes, spatial_dims=3),
+                [(1, SL_MIDAS_DEPTH, n, n, f) for n in sides])
+    f = MIDAS_FEATURES
+    return (MiDaSDecoder((f,) * 4, f, use_projections=False, num_classes=num_classes),
+            [(1, n, n, f) for n in sides])
 
 
 def table_vi(resolution: int = 384) -> list[dict]:
@@ -227,7 +269,8 @@ def format_table_vi(rows: list[dict], resolution: int = 384) -> str:
         return "-" if value is None else f"{value / scale:.4f}"
 
     lines = [
-        f"Table VI: decoders on PVTv2-b2 features [64,128,320,512] of a {resolution}x{resolution} image",
+        f"Table VI: decoders on PVTv2-b2 features [64,128,320,512] of a {resolution}x{resolution} image "
+        f"(depth decoders: their encoders' levels of a {DEPTH_TABLE_VI_RESOLUTION}x{DEPTH_TABLE_VI_RESOLUTION} image)",
         f"{'model':<14} {'GMACs':>8} {'paper G':>8} {'M params':>9} {'paper M':>8}  ratio (MACs / params vs paper)",
     ]
     for r in rows:

@@ -9,9 +9,12 @@ import pytest
 from keras_sl.cli import main
 
 # thop 0.1.1 on the original modules at the paper's setting (../shared/reference/*/table6.json).
-THOP = {"hsnet": (1565250624, 4407154), "emcad": (1131798176, 1913515), "cascade": (6872961184, 10421899)}
+THOP = {"hsnet": (1565250624, 4407154), "emcad": (1131798176, 1913515), "cascade": (6872961184, 10421899),
+        # depth decoders at 224x224: FastDepth's decoder on MobileNet v1, MiDaS' refinenets + output conv
+        "fastdepth": (178476032, 753954), "midas": (15319334912, 8593089)}
 NAMES = ["hsnet", "emcad", "sl_emcad", "cascade", "sl_cascade", "unet_8l2r",
-         "sl_unet_5l1r", "sl_unet_5l2r", "sl_unet_8l1r", "sl_unet_8l2r"]
+         "sl_unet_5l1r", "sl_unet_5l2r", "sl_unet_8l1r", "sl_unet_8l2r",
+         "fastdepth", "sl_fastdepth", "midas", "sl_midas"]
 
 
 @pytest.mark.skipif(keras.backend.backend() == "jax",
@@ -30,7 +33,7 @@ def test_profile_table_vi_reproduces_the_original_decoders(capsys, tmp_path):
     assert rows["sl_cascade"]["params"] == 1640919 and rows["sl_cascade"]["paper_params"] == 1640900
     for name in NAMES:
         assert set(rows[name]) >= {"model", "macs", "params", "paper_macs", "paper_params"}
-    for name in ("sl_emcad", "sl_cascade"):  # SL: fewer MACs and parameters than the 2-D decoder
+    for name in ("sl_emcad", "sl_cascade", "sl_midas"):  # SL: fewer MACs and parameters than the 2-D decoder
         assert rows[name]["macs"] < rows[name[3:]]["macs"] and rows[name]["params"] < rows[name[3:]]["params"]
 
 

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -100,3 +101,29 @@ def run_task_tests(make_model, images, tmp_path, atol: float = 1e-5, cross_backe
 
 def metadata(preset_dir) -> dict:
     return json.loads((Path(preset_dir) / "metadata.json").read_text())
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Build models whose variables are never initialised (MAC and parameter counts read shapes only)."""
+    from keras.src.backend.common import global_state
+
+    pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        global_state.set_global_attribute("uninitialized_variables", pending)
+
+
+def forward_numpy(model, inputs):
+    """``model(inputs)`` with every output as NumPy (same structure). On JAX the graph runs as one jitted
+    stateless call: one XLA compilation instead of one per operation (a fixture decoder: 26 s -> 7 s)."""
+    if keras.backend.backend() != "jax":
+        return keras.tree.map_structure(lambda y: np.asarray(keras.ops.convert_to_numpy(y)), model(inputs))
+    import jax
+
+    call = jax.jit(lambda t, n, x: model.stateless_call(t, n, x)[0])
+    out = call([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+               inputs)
+    return keras.tree.map_structure(np.asarray, out)

@@ -11,14 +11,13 @@ the three backends), and every decoder stage is checked at 1e-4 on the fixture's
 (dec1 from enc_out, dec2 from dec1, dec3 from dec2 + enc_x3), which leaves no room for a bug.
 """
 
-import contextlib
 import json
 
 import keras
 import numpy as np
 import pytest
+from harness import forward_numpy, shapes_only
 from keras import ops
-from keras.src.backend.common import global_state
 from reference_fixtures import (
     ATOL,
     REFERENCE,
@@ -52,28 +51,13 @@ def np_(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
-@contextlib.contextmanager
-def shapes_only():
-    """Build models whose variables are never initialised (counts read shapes only)."""
-    pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            yield
-    finally:
-        global_state.set_global_attribute("uninitialized_variables", pending)
-
-
 def forward(model, inputs) -> list:
-    """``model(inputs)`` as NumPy arrays; on JAX one jitted stateless call (one compilation)."""
-    if keras.backend.backend() != "jax":
-        out = model(inputs)
-        return [np_(y) for y in (out if isinstance(out, (list, tuple)) else [out])]
-    import jax
+    """Outputs as a list of NumPy arrays (see ``harness.forward_numpy``)."""
+    out = forward_numpy(model, inputs)
+    return list(out) if isinstance(out, (list, tuple)) else [out]
 
-    call = jax.jit(lambda t, n, x: model.stateless_call(t, n, x)[0])
-    out = call([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
-               inputs)
-    return [np.asarray(y) for y in (out if isinstance(out, (list, tuple)) else [out])]
+
+
 
 
 def probe(net: FastDepth) -> keras.Model:

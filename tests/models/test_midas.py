@@ -1,13 +1,12 @@
 """keras_sl MiDaS decoder: parity with the original MidasNet decoder, thop counts, the rank-3 (SL) twin."""
 
-import contextlib
 import json
 
 import keras
 import numpy as np
 import pytest
+from harness import forward_numpy, shapes_only
 from keras import ops
-from keras.src.backend.common import global_state
 
 from keras_sl.models.midas import FeatureFusionBlock, MiDaSDecoder, ResidualConvUnit, load_midas_state
 from keras_sl.models.midas.midas_decoder import (
@@ -26,32 +25,16 @@ def np_(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
-@contextlib.contextmanager
-def shapes_only():
-    """Build models whose variables are never initialised (counts read shapes only)."""
-    pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            yield
-    finally:
-        global_state.set_global_attribute("uninitialized_variables", pending)
+def forward(model, inputs):
+    """Outputs as NumPy, any structure (see ``harness.forward_numpy``)."""
+    return forward_numpy(model, [np.asarray(x) for x in inputs])
+
+
 
 
 def trainable_params(model) -> int:
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
-
-def forward(model, inputs):
-    """``model(inputs)`` as NumPy (any output structure); on JAX one jitted stateless call."""
-    inputs = [np.asarray(x) for x in inputs]
-    if keras.backend.backend() != "jax":
-        return keras.tree.map_structure(np_, model(inputs))
-    import jax
-
-    call = jax.jit(lambda t, n, x: model.stateless_call(t, n, x)[0])
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-    return keras.tree.map_structure(np.asarray, call(trainable, non_trainable, inputs))
 
 
 def to_reference_layout(name: str, value: np.ndarray, channels_last: bool = True) -> np.ndarray:

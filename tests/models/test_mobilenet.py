@@ -1,14 +1,13 @@
 """MobileNet v1 encoder (FastDepth's): architecture, thop counts, the converter, presets,
 and parity of its skip taps with dwofk/fast-depth's ``MobileNetSkipAdd`` (../shared/reference/fastdepth)."""
 
-import contextlib
 import json
 
 import keras
 import numpy as np
 import pytest
+from harness import forward_numpy, shapes_only
 from keras import ops
-from keras.src.backend.common import global_state
 from reference_fixtures import (
     ATOL,
     REFERENCE,
@@ -38,26 +37,12 @@ def np_(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
-@contextlib.contextmanager
-def shapes_only():
-    """Build models whose variables are never initialised (counts read shapes only)."""
-    pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            yield
-    finally:
-        global_state.set_global_attribute("uninitialized_variables", pending)
-
-
 def forward(model, x) -> list:
-    """Outputs as NumPy; on JAX one jitted stateless call (one compilation)."""
-    if keras.backend.backend() != "jax":
-        return [np_(y) for y in model(x)]
-    import jax
+    """The pyramid levels as a list of NumPy arrays (see ``harness.forward_numpy``)."""
+    return list(forward_numpy(model, x))
 
-    call = jax.jit(lambda t, n, v: model.stateless_call(t, n, v)[0])
-    return [np.asarray(y) for y in call([v.value for v in model.trainable_variables],
-                                        [v.value for v in model.non_trainable_variables], x)]
+
+
 
 
 def test_architecture():

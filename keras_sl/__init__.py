@@ -34,6 +34,8 @@ _PUBLIC = {
     "PyramidBackbone": "keras_sl.models.backbone",
     "PyramidNetwork": "keras_sl.models.encoder_decoder",
     "SLSegmenter": "keras_sl.tasks",
+    "SLDepthEstimator": "keras_sl.tasks",
+    "DepthEstimator": "keras_sl.tasks",
     "SLUNet": "keras_sl.models.sl_unet",
     "Segmenter": "keras_sl.tasks",
     "UNet": "keras_sl.models.unet",

@@ -1,4 +1,4 @@
-"""The paper's segmentation training setup (Table V), resumable."""
+"""The paper's training setup (Table V), resumable: segmentation and depth estimation."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from keras_sl.data.normalization import IMAGENET
 from keras_sl.datasets import SegmentationLoader, get as get_dataset
 from keras_sl.datasets.pipeline import EpochStream
 from keras_sl.evaluation import evaluate_segmentation
+from keras_sl.evaluation_depth import evaluate_depth
 from keras_sl.metrics import Dice
 from keras_sl.preprocessing import ImagePreprocessor
-from keras_sl.tasks import SLSegmenter
+from keras_sl.tasks import DepthEstimator, SLDepthEstimator, SLSegmenter
 
 
 #: Where each encoder's pretrained weights come from, and their license (preset metadata).
@@ -41,6 +42,24 @@ def model_name(model: str, levels: int | None = None, num_res_units: int | None 
     return registry.resolve(model, levels=levels, num_res_units=num_res_units)
 
 
+def step_decay(learning_rate: float, epochs: int, steps_per_epoch: int):
+    """The depth runs' step decay: ``learning_rate``, x0.1 after 60 % and again after 85 % of the epochs."""
+    bounds = sorted({max(1, round(epochs * f)) * steps_per_epoch for f in (0.6, 0.85)})
+    values = [learning_rate * 0.1 ** k for k in range(len(bounds) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
+
+
+def _preset_metrics(test: dict, depth: bool) -> dict:
+    """The test metrics a preset's metadata records (``keras-sl evaluate`` reproduces them)."""
+    if depth:
+        keys = ("rmse", "mae", "abs_rel", "log10", "delta1", "delta2", "delta3", "pqa_pearson", "pqa_spearman",
+                "q_mean", "uncertainty_mean")
+        return {f"test_{k}" if not k.startswith(("pqa", "q_", "unc")) else k: test[k] for k in keys if k in test}
+    return {"test_dice": test["dice"], "test_iou": test["iou"],
+            **({"pqa_pearson": test["pqa_pearson"], "pqa_spearman": test["pqa_spearman"]}
+               if "pqa_pearson" in test else {})}
+
+
 def train_segmentation(
     dataset: str,
     data_dir: str,
@@ -48,7 +67,7 @@ def train_segmentation(
     model: str = "sl_unet_5l1r",
     levels: int | None = None,
     num_res_units: int | None = None,
-    resolution: int = 256,
+    resolution: int | Sequence[int] = 256,
     epochs: int = 40,
     batch_size: int = 8,
     learning_rate: float = 1e-3,
@@ -95,8 +114,18 @@ def train_segmentation(
     encoder's ImageNet weights (``pretrained_encoder``) and normalise as those
     weights expect; ``freeze_encoder`` trains the decoder only (the encoder
     runs in inference mode).
+
+    A depth dataset (``7scenes``, ...) takes a depth model
+    (``effnetlite0_sl_fastdepth``, ...): masked L1 + MSE on every slice (the
+    paper's Table V), lr decayed x0.1 at 60 % and 85 % of the epochs (step
+    decay), horizontal flips only, zooms that divide the depth by the zoom
+    factor, and the depth evaluation (:func:`keras_sl.evaluation_depth.evaluate_depth`).
+    ``resolution``: one side, or ``(height, width)``.
     """
     name = None if init_preset else model_name(model, levels, num_res_units)
+    if not isinstance(resolution, int):
+        resolution = [int(v) for v in resolution]
+    size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     identity = {"dataset": dataset, "model_name": name, "resolution": resolution, "epochs": epochs,
@@ -108,7 +137,9 @@ def train_segmentation(
         if done is not None:
             shutil.rmtree(out / state.BACKUP, ignore_errors=True)  # left by a kill after results.json
             if verbose:
-                print(f"{out} holds a finished run (test Dice {done['test'].get('dice', float('nan')):.4f}); "
+                score = (f"test RMSE {done['test']['rmse']:.4f}" if "rmse" in done["test"]
+                         else f"test Dice {done['test'].get('dice', float('nan')):.4f}")
+                print(f"{out} holds a finished run ({score}); "
                       "not training again. Pass overwrite=True (keras-sl train --force) to retrain.")
             return done
     config = {**identity, "multiscale": multiscale, "learning_rate": learning_rate,
@@ -149,18 +180,28 @@ def train_segmentation(
         encoder.trainable = False
     spec = registry.parse(name) if name in registry.names() else None
     sl = isinstance(net, SLSegmenter)
+    depth = getattr(ds, "task", None) == "depth"
+    if depth != isinstance(net, (DepthEstimator, SLDepthEstimator)):
+        raise ValueError(
+            f"{dataset} is a {'depth' if depth else 'segmentation'} dataset but {name} is a "
+            f"{'segmentation' if depth else 'depth'} model; pick a "
+            + ("depth model (e.g. effnetlite0_sl_fastdepth)." if depth else "segmentation model (e.g. sl_unet_5l1r)."))
     stride = max(net.stride_multiple)
-    if resolution % stride:
+    if any(v % stride for v in size):
         raise ValueError(f"resolution {resolution} must be a multiple of the network stride {stride}.")
-    size = (resolution, resolution)
     # Training, the test evaluation and every later predict share this preprocessor.
     net.preprocessor = ImagePreprocessor.from_normalization(normalization, image_size=size)
     train = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor, augment=True,
-                               scales=(0.75, 1.0, 1.25) if multiscale else (1.0,), seed=seed, cache=True)
+                               scales=(0.75, 1.0, 1.25) if multiscale else (1.0,), seed=seed, cache=True,
+                               vertical_flips=not depth)
     steps = len(train)
-    schedule = keras.optimizers.schedules.CosineDecayRestarts(learning_rate, first_decay_steps=restart_epochs * steps)
+    if depth:
+        schedule = step_decay(learning_rate, epochs, steps)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecayRestarts(learning_rate,
+                                                                  first_decay_steps=restart_epochs * steps)
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-2, clipvalue=0.5)
-    if sl:
+    if sl or depth:  # the task's defaults: per-slice structure loss / masked L1 + MSE, Dice / depth monitors
         net.compile(optimizer=optimizer)
     else:
         net.compile(optimizer=optimizer, loss=sl_losses.StructureLoss(), metrics=[Dice(from_logits=True)],
@@ -199,13 +240,14 @@ def train_segmentation(
         state.atomic_save_weights(net, final_weights)
         progress.update(trained=True, train_seconds=round(train_seconds, 3), config=config)
 
-    test = evaluate_segmentation(net, ds, ds.split("test"))
+    test = (evaluate_depth if depth else evaluate_segmentation)(net, ds, ds.split("test"))
     scope.close()  # the distribution stays active through fit and evaluation
     arguments = dict(spec.arguments) if spec else {}
     results = {
         "dataset": dataset, "model": spec.family if spec else type(net).__name__, "model_name": name,
         "levels": arguments.get("levels"), "num_res_units": arguments.get("num_res_units"),
         "resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+        "task": "depth" if depth else "segmentation",
         "backend": keras.backend.backend(), "train_seconds": round(train_seconds, 1),
         "parameters": int(net.count_params()),
         **({"decoder_parameters": int(net.backbone.neck.count_params()), "freeze_encoder": freeze_encoder}
@@ -221,23 +263,27 @@ def train_segmentation(
     state.atomic_write_text(out / state.PER_IMAGE, json.dumps(test["per_image"], indent=1))
     if preset_dir:
         metadata = {
-            "dataset": dataset, "task": "binary segmentation", "split": f"{len(ds.split('train'))} train / "
-            f"{len(ds.split('test'))} test, {type(ds).__name__}.split (deterministic)",
-            "input_size": [resolution, resolution, 3], "normalization": normalization,
+            "dataset": dataset, "task": "depth estimation" if depth else "binary segmentation",
+            "split": f"{len(ds.split('train'))} train / {len(ds.split('test'))} test, {type(ds).__name__}.split "
+            "(deterministic" + (", contiguous blocks of the sequence)" if depth else ")"),
+            "input_size": [*size, 3], "normalization": normalization,
             "recipe": command, "epochs": epochs,
             "config": spec.description if spec else type(net).__name__,
             "training": {
                 **({"encoder": "ImageNet weights" + (", frozen" if freeze_encoder else ", fine-tuned")}
                    if encoder is not None and pretrained_encoder else {}),
-                "backend": keras.backend.backend(), "resolution": [resolution, resolution],
+                "backend": keras.backend.backend(), "resolution": list(size),
                 "batch_size": batch_size, "seed": seed, "train_seconds": round(train_seconds, 1),
-                "optimizer": f"AdamW lr {learning_rate:g} wd 1e-2, cosine warm restarts every {restart_epochs} epochs, clipvalue 0.5",
-                "loss": "structure loss (WBCE+WIoU)" + (" on every slice" if sl else ""),
-                "augmentation": "flips" + (", zoom 0.75/1.0/1.25" if multiscale else ""),
+                "optimizer": f"AdamW lr {learning_rate:g} wd 1e-2, " + (
+                    "step decay x0.1 at 60 % and 85 % of the epochs" if depth else
+                    f"cosine warm restarts every {restart_epochs} epochs") + ", clipvalue 0.5",
+                "loss": ("masked L1 + MSE (depth 0 = invalid)" if depth else "structure loss (WBCE+WIoU)")
+                + (" on every slice" if sl else ""),
+                "augmentation": ("horizontal flips" if depth else "flips") + (
+                    (", zoom 0.75/1.0/1.25 (depth divided by the zoom)" if depth else ", zoom 0.75/1.0/1.25")
+                    if multiscale else ""),
             },
-            "metrics": {"test_dice": test["dice"], "test_iou": test["iou"],
-                        **({"pqa_pearson": test["pqa_pearson"], "pqa_spearman": test["pqa_spearman"]}
-                           if "pqa_pearson" in test else {})},
+            "metrics": _preset_metrics(test, depth),
             "license": ds.license,
             **({"encoder_weights": ENCODER_WEIGHTS.get(spec.arguments.get("encoder"), "see the encoder's source")}
                if encoder is not None and pretrained_encoder and spec else {}),

@@ -1,4 +1,4 @@
-"""Table III recipe: UNet vs SL-UNet on a segmentation dataset.
+"""Table III recipe: UNet vs SL-UNet on a segmentation dataset (and the depth models on a depth dataset).
 
 Example (one configuration; the preset folder is named
 ``<dataset>_<model name>``, :func:`keras_sl.registry.preset_name`):
@@ -23,6 +23,13 @@ from keras_sl import registry
 from keras_sl.training import model_name, train_segmentation
 
 
+def _resolution(text: str):
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH, e.g. 256 or 192x256, got {text!r}")
+    return int(parts[0]) if len(parts) == 1 else tuple(int(p) for p in parts)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True)
@@ -32,7 +39,8 @@ def main(argv=None):
                    + ", or an <encoder>_<decoder> pair such as effnetlite0_sl_emcad) or a family with --levels and --res")
     p.add_argument("--levels", type=int, help="with a family --model: levels (default 5)")
     p.add_argument("--res", type=int, help="with a family --model: residual units (default 1)")
-    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--resolution", type=_resolution, default=256,
+                   help="training size: one side (256) or HEIGHTxWIDTH (192x256)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from keras_sl.preprocessing.image_preprocessor import resize_image
-from keras_sl.utils.checks import check_binary_mask
+from keras_sl.utils.checks import check_binary_mask, check_depth_target
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]):
@@ -77,6 +77,7 @@ class SegmentationLoader(keras.utils.PyDataset):
         seed: int = 0,
         cache: bool = False,
         workers: int = 1,
+        vertical_flips: bool = True,
         **kwargs,
     ):
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
@@ -95,6 +96,10 @@ class SegmentationLoader(keras.utils.PyDataset):
         self.image_size = preprocessor.image_size
         self.normalization = preprocessor.normalization
         self.augment = augment
+        self.vertical_flips = bool(vertical_flips)
+        #: Depth targets (a dataset whose ``task`` is ``"depth"``): checked as depth maps, and a zoom by
+        #: ``s`` divides them by ``s`` (the scene looks ``s`` times closer), as FastDepth's augmentation does.
+        self.depth_targets = getattr(dataset, "task", None) == "depth"
         self.scales = tuple(scales) if augment else (1.0,)
         self.shuffle = augment if shuffle is None else shuffle
         self.seed = int(seed)
@@ -121,7 +126,10 @@ class SegmentationLoader(keras.utils.PyDataset):
         image, mask = self.dataset.load(self.samples[i])
         # The checks a task makes on arrays, made on every sample a loader feeds to fit.
         self.preprocessor.check([image])
-        check_binary_mask([mask], f"Mask of sample {self.samples[i]!r}")
+        if self.depth_targets:
+            check_depth_target([mask], f"Depth map of sample {self.samples[i]!r}")
+        else:
+            check_binary_mask([mask], f"Mask of sample {self.samples[i]!r}")
         image, mask = self.preprocessor.prepare_pair(image, mask)
         if self._cache is not None:
             self._cache[i] = (image, mask)
@@ -143,6 +151,8 @@ class SegmentationLoader(keras.utils.PyDataset):
         scale = float(rng.choice(self.scales))
         if self.image_size and scale != 1.0:
             pairs = [zoom_pair(img, m, scale, self.image_size, rng) for img, m in pairs]
+            if self.depth_targets:
+                pairs = [(img, m / scale) for img, m in pairs]
         shapes = {p[0].shape for p in pairs}
         if len(shapes) > 1:
             raise ValueError(
@@ -153,7 +163,7 @@ class SegmentationLoader(keras.utils.PyDataset):
         y = np.stack([p[1] for p in pairs]).astype("float32")
         if self.augment:
             flip_h = rng.random(len(x)) < 0.5
-            flip_v = rng.random(len(x)) < 0.5
+            flip_v = (rng.random(len(x)) < 0.5) & self.vertical_flips
             x[flip_h], y[flip_h] = x[flip_h, :, ::-1], y[flip_h, :, ::-1]
             x[flip_v], y[flip_v] = x[flip_v, ::-1], y[flip_v, ::-1]
         return self.preprocessor.normalize(x), y

@@ -31,6 +31,11 @@ class SliceHead(keras.layers.Layer):
         reduction: ``"sum"`` (eq. 9) or ``"mean"`` (regression targets).
         selected_slices: initial selection; defaults to the central slices.
         data_format: layout of the slice logits, lifted axis first spatial.
+        quality: the PQA score ``call(..., return_quality=True)`` gives:
+            ``"dice"`` (eq. 11, :func:`keras_sl.pqa.quality`), ``"depth"``
+            (relative agreement of positive slice values,
+            :func:`keras_sl.depth_quality.quality`) or ``"auto"`` (``"dice"``
+            with an activation, ``"depth"`` without).
 
     Example:
     >>> import numpy as np
@@ -47,9 +52,12 @@ class SliceHead(keras.layers.Layer):
         reduction: str = "sum",
         selected_slices=None,
         data_format: str | None = None,
+        quality: str = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if quality not in ("auto", "dice", "depth"):
+            raise ValueError(f"quality must be 'auto', 'dice' or 'depth', got {quality!r}.")
         if not 1 <= int(num_selected) <= int(depth):
             raise ValueError(
                 f"num_selected must be between 1 and depth={depth}, got {num_selected}."
@@ -61,6 +69,7 @@ class SliceHead(keras.layers.Layer):
         self.activation = activation
         self.reduction = reduction
         self.data_format = standardize_data_format(data_format)
+        self.quality = quality
         initial = (
             default_selection(self.depth, self.num_selected)
             if selected_slices is None
@@ -125,14 +134,40 @@ class SliceHead(keras.layers.Layer):
         return bool(np.isfinite(self.get_slice_losses()).all())
 
     # -- forward -----------------------------------------------------------
-    def call(self, slice_logits, return_quality: bool = False):
-        """Prediction (eq. 9); with ``return_quality`` also the PQA score Q (eq. 11)."""
-        prediction = self._aggregate(slice_logits)
-        if return_quality:
-            from keras_sl.pqa import quality
+    @property
+    def quality_kind(self) -> str:
+        """``"dice"`` or ``"depth"``: the PQA score this head computes."""
+        if self.quality != "auto":
+            return self.quality
+        return "dice" if self.activation is not None else "depth"
 
-            return prediction, quality(slice_logits, self.selected, self.data_format)
-        return prediction
+    def call(self, slice_logits, return_quality: bool = False, return_uncertainty: bool = False):
+        """Prediction (eq. 9); with ``return_quality`` also the PQA score Q
+        (eq. 11, or its depth analogue); with ``return_uncertainty`` (depth
+        heads) also the per-pixel spread (population std) of the selected
+        slices: ``prediction[, q][, uncertainty]``."""
+        prediction = self._aggregate(slice_logits)
+        if not (return_quality or return_uncertainty):
+            return prediction
+        out = [prediction]
+        if self.quality_kind == "depth":
+            from keras_sl.depth_quality import slice_statistics
+
+            if return_uncertainty and self.num_selected < 2:
+                raise ValueError("The per-pixel uncertainty is the spread of the selected slices: it needs "
+                                 "num_selected >= 2.")
+            _, uncertainty, q = slice_statistics(slice_logits, self.selected, slice_axis=self.lifted_axis)
+            if return_quality:
+                out.append(q)
+            if return_uncertainty:
+                out.append(ops.cast(uncertainty, prediction.dtype))
+            return tuple(out)
+        if return_uncertainty:
+            raise ValueError("return_uncertainty is for depth heads (quality='depth'); a segmentation head's "
+                             "confidence is its PQA score Q (return_quality=True).")
+        from keras_sl.pqa import quality
+
+        return prediction, quality(slice_logits, self.selected, self.data_format)
 
     def _aggregate(self, slice_logits):
         picked = ops.take(slice_logits, self.selected, axis=self.lifted_axis)
@@ -166,11 +201,16 @@ class SliceHead(keras.layers.Layer):
         del shape[self.lifted_axis]
         return tuple(shape)
 
-    def compute_output_spec(self, slice_logits, return_quality: bool = False):
+    def compute_output_spec(self, slice_logits, return_quality: bool = False, return_uncertainty: bool = False):
         prediction = keras.KerasTensor(self.compute_output_shape(slice_logits.shape), dtype=self.compute_dtype)
+        if not (return_quality or return_uncertainty):
+            return prediction
+        out = [prediction]
         if return_quality:
-            return prediction, keras.KerasTensor((slice_logits.shape[0],), dtype="float32")
-        return prediction
+            out.append(keras.KerasTensor((slice_logits.shape[0],), dtype="float32"))
+        if return_uncertainty:
+            out.append(keras.KerasTensor(prediction.shape, dtype=self.compute_dtype))
+        return tuple(out)
 
     def get_config(self):
         config = super().get_config()
@@ -181,5 +221,6 @@ class SliceHead(keras.layers.Layer):
             reduction=self.reduction,
             selected_slices=self.get_selected(),
             data_format=self.data_format,
+            quality=self.quality,
         )
         return config

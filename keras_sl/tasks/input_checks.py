@@ -88,9 +88,10 @@ def check_images_for_model(x, *, in_channels: int, rank: int, data_format: str, 
             raise ValueError(f"Image {i} of the list: {error}") from None
 
 
-def empty_outputs(graph, x, *, n_outputs: int, lead_axes: int, rank: int, data_format: str):
+def empty_outputs(graph, x, *, n_outputs: int, lead_axes: int, rank: int, data_format: str, n_spatial: int = 1):
     """Outputs of ``graph`` for an empty batch, without running it: arrays
-    with 0 rows whose spatial axes are the input's (an empty list for a list)."""
+    with 0 rows whose spatial axes (of the first ``n_spatial`` outputs) are
+    the input's (an empty list for a list)."""
     if isinstance(x, (list, tuple)):
         return tuple([] for _ in range(n_outputs))
     shape = tuple(x.shape)
@@ -98,7 +99,7 @@ def empty_outputs(graph, x, *, n_outputs: int, lead_axes: int, rank: int, data_f
     outs = []
     for k, tensor in enumerate(list(graph.outputs)[:n_outputs]):
         out = [0, *tensor.shape[1:]]
-        if k == 0:
+        if k < n_spatial:
             first = 1 + lead_axes if data_format == "channels_last" else 2 + lead_axes
             out[first:first + rank] = [int(s) for s in spatial]
         dtype = tensor.dtype if isinstance(tensor.dtype, str) else "float32"

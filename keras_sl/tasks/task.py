@@ -251,11 +251,11 @@ class Task(SLModel):
         raise NotImplementedError
 
     def _run_raw(self, fn, x, *, preprocess: bool, pad: bool, kind: str = "probabilities",
-                 lead_axes: int = 0, n_outputs: int = 1, **kwargs):
+                 lead_axes: int = 0, n_outputs: int = 1, n_spatial: int = 1, **kwargs):
         """Run ``fn`` (a Keras predict) on raw images and restore the outputs.
 
-        Returns a tuple of ``n_outputs`` results; the first is spatial (restored
-        to each input's size), the others per image (e.g. Q). Inputs are
+        Returns a tuple of ``n_outputs`` results; the first ``n_spatial`` are
+        spatial (restored to each input's size), the others per image (e.g. Q). Inputs are
         validated first; an empty batch gives empty outputs without running
         the model.
         """
@@ -266,7 +266,7 @@ class Task(SLModel):
                     raise ValueError("predict got a PyDataset without batches; pass at least one image.")
                 self._check(tuple(x.shape), divisible=False)
                 return input_checks.empty_outputs(fn.__self__, x, n_outputs=n_outputs, lead_axes=lead_axes,
-                                                  rank=rank, data_format=self.data_format)
+                                                  rank=rank, data_format=self.data_format, n_spatial=n_spatial)
             out = fn(x, **kwargs)
             return tuple(out) if n_outputs > 1 else (out,)
         pre = self.preprocessor
@@ -278,7 +278,7 @@ class Task(SLModel):
         self._check_raw_images(x)  # dtype, rank and channels, before the batch is split into images
         if input_checks.is_empty(x):
             return input_checks.empty_outputs(fn.__self__, x, n_outputs=n_outputs, lead_axes=lead_axes, rank=rank,
-                                              data_format=self.data_format)
+                                              data_format=self.data_format, n_spatial=n_spatial)
         if not pad:
             multiple, pre.pad_multiple = pre.pad_multiple, None
         try:
@@ -298,9 +298,9 @@ class Task(SLModel):
                 for j, index in enumerate(indices):
                     results[k][index] = values[j]
         _warn_if_not_finite(results[0])
-        spatial = pre.restore(results[0], prepared, kind=kind, lead_axes=lead_axes)
-        rest = [np.asarray(r) if not prepared.was_list else list(r) for r in results[1:]]
-        return (spatial, *rest)
+        spatial = [pre.restore(r, prepared, kind=kind, lead_axes=lead_axes) for r in results[:n_spatial]]
+        rest = [np.asarray(r) if not prepared.was_list else list(r) for r in results[n_spatial:]]
+        return (*spatial, *rest)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None,
                 pad: bool = True, preprocess: bool = True):

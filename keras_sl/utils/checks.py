@@ -170,6 +170,25 @@ def check_network_inputs(batch: np.ndarray, raw_images, indices, what: str = "im
     )
 
 
+def check_depth_target(y, name: str = "depth maps") -> None:
+    """Reject depth targets holding Inf or negative values (0 and NaN mean
+    "no measurement" and are left out by the masked losses and metrics).
+
+    ``y``: a batch array or a list of depth maps; the error names them by index.
+    """
+    arrays = [np.asarray(a) for a in (y if isinstance(y, (list, tuple)) else np.asarray(y))]
+    for a in arrays:
+        check_pixel_dtype(a.dtype, name)
+    infinite = [(i, int(np.count_nonzero(np.isinf(a)))) for i, a in enumerate(arrays) if np.isinf(a).any()]
+    if infinite:
+        raise ValueError(f"{name}: Inf values in {_index_list(infinite, len(arrays), 'depth map')}; mark missing "
+                         "measurements with 0 (or NaN), e.g. `y[~np.isfinite(y)] = 0`.")
+    negative = [(i, int(np.count_nonzero(a < 0))) for i, a in enumerate(arrays) if (np.nan_to_num(a) < 0).any()]
+    if negative:
+        raise ValueError(f"{name}: negative depths in {_index_list(negative, len(arrays), 'depth map')}; depths are "
+                         "distances (metres), 0 marks a missing measurement.")
+
+
 def check_binary_mask(y, name: str = "masks") -> None:
     """Reject masks holding NaN/Inf or values outside [0, 1] (e.g. stored as 0/255).
 

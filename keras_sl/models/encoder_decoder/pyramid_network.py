@@ -189,6 +189,8 @@ class PyramidNeck(keras.Model):
             decoder = keras.Model(decoder.inputs, decoder.outputs[0], name=decoder.name)
             decoder._keras_sl_full_config = decoder_config
         out = decoder(features[0] if fuse else features)
+        if isinstance(out, (list, tuple)):  # a decoder built with a one-element output list
+            out = out[0]
         super().__init__(inputs=inputs, outputs=out, **kwargs)
         self.decoder = decoder
         self.feature_channels = feature_channels

@@ -21,7 +21,20 @@ rank 3 on lifted features, see :class:`PyramidNetwork`):
                         depths (8, 4, 2, 1), the decoder at rank 3.
 ``hsnet``               HSNet's decoder and heads (projections to its fixed
                         (64, 128, 320, 512) when the encoder differs).
+``fastdepth``           FastDepth's NNConv5 decoder (depth) on the encoder's
+                        levels, widths from the original's rule
+                        (:func:`keras_sl.models.fastdepth.fastdepth_decoder_channels`).
+``sl_fastdepth``        projections to (8, 8, 8, 16), every level lifted to
+                        depth 16, decoder widths 8, rank 3 (Table VI).
+``midas``               MiDaS' RefineNet decoder with ``features=64`` (the
+                        width of MiDaS v2.1 small, whose encoder is an
+                        EfficientNet-Lite too) on the encoder's levels.
+``sl_midas``            projections to 16, every level lifted to depth 16,
+                        the decoder at width 16, head (8, 16), rank 3.
 ======================  =====================================================
+
+Depth decoders make :class:`keras_sl.DepthEstimator` /
+:class:`keras_sl.SLDepthEstimator` tasks; the others segmenters.
 
 Example:
 >>> from keras_sl import registry
@@ -72,7 +85,13 @@ def unet_decoder_channels(levels: int) -> tuple[int, ...]:
 
 #: Ported decoder classes, imported on first use (the registry imports this module without a backend).
 DECODER_CLASSES = {"emcad": ("keras_sl.models.emcad", "EMCAD"), "cascade": ("keras_sl.models.cascade", "CASCADE"),
-                   "hsnet": ("keras_sl.models.hsnet", "HSNetDecoder")}
+                   "hsnet": ("keras_sl.models.hsnet", "HSNetDecoder"),
+                   "fastdepth": ("keras_sl.models.fastdepth", "FastDepthDecoder"),
+                   "midas": ("keras_sl.models.midas", "MiDaSDecoder")}
+#: Decoders that predict depth (a linear head trained with the masked L1 + MSE loss).
+DEPTH_DECODERS = ("fastdepth", "sl_fastdepth", "midas", "sl_midas")
+#: MiDaS decoder width on the zoo's encoders: MiDaS v2.1 small's (EfficientNet-Lite3 encoder, features 64).
+ZOO_MIDAS_FEATURES = 64
 
 
 def _import_class(module: str, cls: str):
@@ -80,15 +99,17 @@ def _import_class(module: str, cls: str):
 
 
 def decoder_class(name: str):
-    """The class of a ported decoder: ``"emcad"``, ``"cascade"`` or ``"hsnet"``."""
+    """The class of a ported decoder: ``"emcad"``, ``"cascade"``, ``"hsnet"``, ``"fastdepth"`` or ``"midas"``."""
     return _import_class(*DECODER_CLASSES[name])
 
 
-def build_decoder_neck(decoder: str, feature_channels, num_classes: int = 1) -> dict:
+def build_decoder_neck(decoder: str, feature_channels, num_classes: int = 1, feature_strides=(4, 8, 16, 32)) -> dict:
     """``PyramidNetwork`` keyword arguments (decoder network, projections,
     fusion, lifted depths) for a decoder name on features of
-    ``feature_channels`` (finest first)."""
+    ``feature_channels`` (finest first) at ``feature_strides``."""
     feature_channels = tuple(int(c) for c in feature_channels)
+    if decoder.removeprefix("sl_") in ("fastdepth", "midas"):
+        return _depth_decoder_neck(decoder, feature_channels, num_classes, tuple(int(s) for s in feature_strides))
     lifted = decoder.startswith("sl_")
     base = decoder[3:] if lifted else decoder
     rank = 3 if lifted else 2
@@ -115,6 +136,33 @@ def build_decoder_neck(decoder: str, feature_channels, num_classes: int = 1) -> 
         projection = None if feature_channels == HSNET_CHANNELS else HSNET_CHANNELS
         return {"decoder": network, "projection_channels": projection, "fuse": False, "lift_depths": None}
     raise ValueError(f"Unknown decoder {decoder!r}. Known: {', '.join(DECODERS)}.")
+
+
+def _depth_decoder_neck(decoder: str, feature_channels: tuple, num_classes: int, strides: tuple) -> dict:
+    lifted = decoder.startswith("sl_")
+    if decoder.endswith("fastdepth"):
+        from keras_sl.models.fastdepth import (SL_FASTDEPTH_CHANNELS, SL_FASTDEPTH_DECODER_CHANNELS,
+                                               SL_FASTDEPTH_DEPTH, FastDepthDecoder, fastdepth_decoder_channels)
+
+        if lifted:
+            channels = SL_FASTDEPTH_CHANNELS[-len(feature_channels):]
+            network = FastDepthDecoder(channels, SL_FASTDEPTH_DECODER_CHANNELS, input_strides=strides,
+                                       num_classes=num_classes, spatial_dims=3, name="decoder")
+            return {"decoder": network, "projection_channels": channels, "fuse": False,
+                    "lift_depths": SL_FASTDEPTH_DEPTH}
+        network = FastDepthDecoder(feature_channels, fastdepth_decoder_channels(feature_channels, strides),
+                                   input_strides=strides, num_classes=num_classes, name="decoder")
+        return {"decoder": network, "projection_channels": None, "fuse": False, "lift_depths": None}
+    from keras_sl.models.midas import MiDaSDecoder
+    from keras_sl.models.midas.midas_decoder import SL_MIDAS_DEPTH, SL_MIDAS_FEATURES, SL_MIDAS_HEAD_CHANNELS
+
+    if lifted:
+        f = SL_MIDAS_FEATURES
+        network = MiDaSDecoder((f,) * len(feature_channels), f, head_channels=SL_MIDAS_HEAD_CHANNELS,
+                               use_projections=False, num_classes=num_classes, spatial_dims=3, name="decoder")
+        return {"decoder": network, "projection_channels": f, "fuse": False, "lift_depths": SL_MIDAS_DEPTH}
+    network = MiDaSDecoder(feature_channels, ZOO_MIDAS_FEATURES, num_classes=num_classes, name="decoder")
+    return {"decoder": network, "projection_channels": None, "fuse": False, "lift_depths": None}
 
 
 def build_encoder(encoder: str, pretrained: bool = False, input_shape=(None, None, 3), preset=None):
@@ -158,17 +206,24 @@ def build_encoder_decoder(encoder: str, decoder: str, num_classes: int = 1, in_c
     from an encoder preset folder (``keras-sl convert``)."""
     from keras_sl.models.encoder_decoder.pyramid_network import PyramidNetwork
     from keras_sl.preprocessing import ImagePreprocessor
-    from keras_sl.tasks import Segmenter, SLSegmenter
+    from keras_sl.tasks import DepthEstimator, Segmenter, SLDepthEstimator, SLSegmenter
 
     if in_channels != 3:
         raise ValueError(f"The pretrained encoders take RGB images (in_channels=3), got in_channels={in_channels}.")
     shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
     enc = build_encoder(encoder, pretrained=pretrained_encoder, input_shape=shape, preset=encoder_preset)
-    neck = build_decoder_neck(decoder, enc.pyramid_channels, num_classes=num_classes)
+    neck = build_decoder_neck(decoder, enc.pyramid_channels, num_classes=num_classes,
+                              feature_strides=enc.pyramid_strides)
     network = PyramidNetwork(enc, name="network", **neck)
     if preprocessor is None:
         mean, std = encoder_normalization(encoder)
         preprocessor = ImagePreprocessor(image_size=image_size, scale=1 / 255, mean=mean, std=std)
+    if decoder in DEPTH_DECODERS:
+        if activation not in ("auto", None):
+            raise ValueError(f"{decoder} predicts depth with a linear head; leave activation out.")
+        if network.lifts_input:
+            return SLDepthEstimator(network, num_selected=num_selected, preprocessor=preprocessor, name=name)
+        return DepthEstimator(network, preprocessor=preprocessor, name=name)
     if network.lifts_input:
         return SLSegmenter(network, num_selected=num_selected, activation=activation, preprocessor=preprocessor,
                            name=name)
@@ -187,9 +242,10 @@ def encoder_normalization(encoder: str) -> tuple[tuple, tuple]:
 #: The UNet decoders take the image UNets' registered configurations (levels, residual units).
 UNET_DECODERS = tuple(spec.name for spec in specs("unet"))
 DECODERS = UNET_DECODERS + tuple(f"sl_{name}" for name in UNET_DECODERS) + (
-    "emcad", "sl_emcad", "cascade", "sl_cascade", "hsnet")
+    "emcad", "sl_emcad", "cascade", "sl_cascade", "hsnet") + DEPTH_DECODERS
 DECODER_TITLES = {"emcad": "EMCAD", "sl_emcad": "SL-EMCAD", "cascade": "CASCADE", "sl_cascade": "SL-CASCADE",
-                  "hsnet": "HSNet decoder"}
+                  "hsnet": "HSNet decoder", "fastdepth": "FastDepth decoder", "sl_fastdepth": "SL-FastDepth decoder",
+                  "midas": "MiDaS decoder", "sl_midas": "SL-MiDaS decoder"}
 
 
 def _twin(decoder: str) -> str | None:

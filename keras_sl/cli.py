@@ -27,7 +27,7 @@ from pathlib import Path
 from keras_sl import registry
 from keras_sl.cli_errors import (
     EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, USER_ERRORS, CLIError, file_message, finite_float,
-    non_negative_int, positive_int, report, report_file_error,
+    non_negative_int, positive_int, report, report_file_error, resolution_arg,
 )
 from keras_sl.cli_files import (
     check_output_dir, check_output_file, check_output_path, json_safe, unique_stems, write_json,
@@ -239,6 +239,11 @@ def cmd_evaluate(args) -> int:
     if args.limit:
         samples = samples[: args.limit]
     model = load_preset(args.preset)
+    from keras_sl import cli_depth
+
+    cli_depth.check_task(model, ds, args.preset, name)
+    if cli_depth.is_depth_model(model):
+        return cli_depth.evaluate(args, model, ds, samples, name)
     result = evaluate_segmentation(model, ds, samples)  # through the preset's own preprocessor
     summary = {k: v for k, v in result.items() if k != "per_image"}
     summary.update(preset=args.preset, dataset=name, split=args.split)
@@ -335,6 +340,10 @@ def cmd_predict(args) -> int:
     from keras_sl import evaluation  # predict_image looked up at call time (tests stub it)
 
     model = load_preset(args.preset)
+    from keras_sl import cli_depth
+
+    if cli_depth.is_depth_model(model):
+        return cli_depth.predict(args, model, todo, state, fail, report_path)
     threshold, source = _q_threshold(args, model.preset_metadata)
     state.update(q_threshold=threshold, q_threshold_source=source)
     out.mkdir(parents=True, exist_ok=True)
@@ -437,6 +446,8 @@ DEFAULT_Q_THRESHOLD = 0.8
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from keras_sl.cli_depth import FIGURE_LIMIT  # standard library only, as this module
+
     parser = argparse.ArgumentParser(prog="keras-sl", description="Spatial Lifting models for Keras 3.",
                                      epilog="Exit codes: 0 done, 1 failed (for a batch: any file failed), "
                                             "2 bad command line or output path, 130 interrupted.")
@@ -482,24 +493,30 @@ def build_parser() -> argparse.ArgumentParser:
     presets.set_defaults(func=cmd_presets)
 
     ev = add("evaluate", help="Dice, IoU, PQA correlation and risk-coverage (AURC) of a preset on a "
-                        "dataset split")
+                        "dataset split; depth presets: RMSE, AbsRel, delta1-3 and Q-vs-RMSE correlation")
     ev.add_argument("--preset", required=True)
     ev.add_argument("--data", required=True, help="dataset folder (official layout)")
     ev.add_argument("--dataset", help="dataset reader name (default: the preset's dataset)")
     ev.add_argument("--split", default="test", choices=["train", "test", "all"])
     ev.add_argument("--json", help="write the metrics (and per-image rows) here")
     ev.add_argument("--out", help="folder for the Q-vs-Dice scatter plot, the risk-coverage curve and a "
-                    "per-slice figure")
+                    "per-slice figure; depth presets: a figure (RGB, truth, prediction, error, uncertainty, "
+                    f"per-slice depths) of each of the first {FIGURE_LIMIT} images of the split, and pqa_scatter.png "
+                    "(Q vs RMSE, SL models)")
     ev.add_argument("--limit", type=positive_int, help="evaluate only the first N (>= 1) images of the split")
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = add("predict", help="masks (0/255, input size) and PQA scores for images")
+    pr = add("predict", help="masks (0/255, input size) and PQA scores for images; depth presets: depth "
+                             "maps (metres) and Q")
     pr.add_argument("--preset", required=True)
-    pr.add_argument("--out", required=True, help="folder for <name>_mask.png files and predictions.json (names "
-                    "made unique with parent folders when stems collide)")
+    pr.add_argument("--out", required=True, help="folder for <name>_mask.png files (depth presets: "
+                    "<name>_depth.npy, float32 metres at the input's size, <name>_depth.png and "
+                    "<name>_uncertainty.png) and predictions.json (names made unique with parent folders when "
+                    "stems collide)")
     pr.add_argument("--q-threshold", type=finite_float,
                     help="flag images whose Q does not reach this (default: the preset's q_threshold, else "
-                         f"{DEFAULT_Q_THRESHOLD}); a NaN Q is always flagged")
+                         f"{DEFAULT_Q_THRESHOLD}; depth presets: no default, Q is only reported); a NaN Q is "
+                         "always flagged")
     pr.add_argument("images", nargs="+")
     pr.set_defaults(func=cmd_predict)
 
@@ -521,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
                     + "; or a family (sl_unet, unet) with --levels and --res")
     tr.add_argument("--levels", type=positive_int, help="with a family --model: levels (default 5)")
     tr.add_argument("--res", type=positive_int, help="with a family --model: residual units (default 1)")
-    tr.add_argument("--resolution", type=positive_int, default=256)
+    tr.add_argument("--resolution", type=resolution_arg, default=256,
+                    help="training size: one side (256) or HEIGHTxWIDTH (192x256)")
     tr.add_argument("--epochs", type=positive_int, default=40)
     tr.add_argument("--batch-size", type=positive_int, default=8)
     tr.add_argument("--seed", type=int, default=0)

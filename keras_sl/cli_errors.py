@@ -104,6 +104,14 @@ def report_file_error(command: str, path, err: BaseException, stream=None) -> No
 
 
 # -- option value types (argparse ``type=``), checked before any work ------------------------------------------
+def resolution_arg(text: str) -> int | tuple[int, int]:
+    """``--resolution``: one side (``256``) or ``HEIGHTxWIDTH`` (``192x256``), positive integers."""
+    parts = text.strip().lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH, e.g. 256 or 192x256, got {text!r}")
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1 (``--limit``, ``--epochs``, ``--batch-size``, ...)."""
     value = _int(text)

@@ -8,12 +8,12 @@ backend, so a bad ``--json`` or ``--out`` fails at once.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Sequence
 
 from keras_sl.cli_errors import EXIT_USAGE, CLIError
+from keras_sl.utils.json_values import json_safe  # noqa: F401 (re-exported: the CLI's JSON writer)
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -74,19 +74,6 @@ def check_output_path(path: str | os.PathLike, option: str) -> Path:
         raise CLIError(f"{option} {path}: no permission to overwrite it", "choose a path you can write to",
                        EXIT_USAGE)
     return path
-
-
-def json_safe(value):
-    """``value`` with every non-finite float (NaN, Inf) as ``None``: strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # NumPy scalars
-        return json_safe(value.item())
-    return value
 
 
 def write_json(path: str | os.PathLike, value) -> Path:

@@ -22,6 +22,7 @@ from keras_sl.evaluation import evaluate_segmentation
 from keras_sl.evaluation_depth import evaluate_depth
 from keras_sl.metrics import Dice
 from keras_sl.preprocessing import ImagePreprocessor
+from keras_sl.utils.json_values import json_safe
 from keras_sl.tasks import DepthEstimator, SLDepthEstimator, SLSegmenter
 
 
@@ -43,8 +44,11 @@ def model_name(model: str, levels: int | None = None, num_res_units: int | None 
 
 
 def step_decay(learning_rate: float, epochs: int, steps_per_epoch: int):
-    """The depth runs' step decay: ``learning_rate``, x0.1 after 60 % and again after 85 % of the epochs."""
-    bounds = sorted({max(1, round(epochs * f)) * steps_per_epoch for f in (0.6, 0.85)})
+    """The depth runs' step decay: ``learning_rate``, x0.1 after 60 % and again after 85 % of the epochs
+    (rounded to whole epochs)."""
+    # PiecewiseConstantDecay keeps values[k] while step <= boundary, and the optimizer passes the steps already
+    # taken: boundary (E * steps - 1) makes the first step of epoch E + 1 the first at the decayed rate.
+    bounds = sorted({max(1, round(epochs * f)) * steps_per_epoch - 1 for f in (0.6, 0.85)})
     values = [learning_rate * 0.1 ** k for k in range(len(bounds) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
 
@@ -260,7 +264,7 @@ def train_segmentation(
         results["slice_losses"] = [float(v) for v in net.slice_losses]
     if init_preset:
         results["init_preset"] = init_preset
-    state.atomic_write_text(out / state.PER_IMAGE, json.dumps(test["per_image"], indent=1))
+    state.atomic_write_text(out / state.PER_IMAGE, json.dumps(json_safe(test["per_image"]), indent=1))
     if preset_dir:
         metadata = {
             "dataset": dataset, "task": "depth estimation" if depth else "binary segmentation",
@@ -288,9 +292,12 @@ def train_segmentation(
             **({"encoder_weights": ENCODER_WEIGHTS.get(spec.arguments.get("encoder"), "see the encoder's source")}
                if encoder is not None and pretrained_encoder and spec else {}),
         }
+        metadata = json_safe(metadata)
         state.publish_preset(lambda folder: net.save_to_preset(folder, metadata=metadata), Path(preset_dir),
                              progress, overwrite=overwrite)
-    state.atomic_write_text(out / state.RESULTS, json.dumps(results, indent=2))  # last: the run is finished
+    # Strict JSON (NaN -> null), e.g. a PQA correlation of constant Q; last: the run is finished.
+    results = json_safe(results)  # what is returned equals what a rerun reads back
+    state.atomic_write_text(out / state.RESULTS, json.dumps(results, indent=2))
     shutil.rmtree(out / state.BACKUP, ignore_errors=True)
     if verbose:
         print(json.dumps(results["test"], indent=2))

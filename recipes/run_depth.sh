@@ -4,10 +4,10 @@
 # test — contiguous blocks of the one sequence), at 192x256 (the frames' 4:3 aspect), one model after another
 # (resumable: rerun the script; finished runs are skipped). Each run writes runs/NAME/{log.csv,results.json,preset/}.
 # Usage: bash recipes/run_depth.sh [NAME ...]   (default: the FastDepth pair)
-# Env: EPOCHS (default 20), RUNS (default runs), SEVENSCENES (data folder), KERAS_BACKEND (default tensorflow).
+# Env: EPOCHS (default 40), RUNS (default runs), SEVENSCENES (data folder), KERAS_BACKEND (default tensorflow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-runs} EPOCHS=${EPOCHS:-20}
+RUNS=${RUNS:-runs} EPOCHS=${EPOCHS:-40}
 SEVENSCENES=${SEVENSCENES:-../shared/data/7scenes-redkitchen}
 all=(sevenscenes_effnetlite0_fastdepth sevenscenes_effnetlite0_sl_fastdepth)
 names=("$@"); [ ${#names[@]} -eq 0 ] && names=("${all[@]}")

@@ -20,14 +20,8 @@ import shlex
 import sys
 
 from keras_sl import registry
+from keras_sl.cli_errors import resolution_arg
 from keras_sl.training import model_name, train_segmentation
-
-
-def _resolution(text: str):
-    parts = text.lower().split("x")
-    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH, e.g. 256 or 192x256, got {text!r}")
-    return int(parts[0]) if len(parts) == 1 else tuple(int(p) for p in parts)
 
 
 def main(argv=None):
@@ -39,7 +33,7 @@ def main(argv=None):
                    + ", or an <encoder>_<decoder> pair such as effnetlite0_sl_emcad) or a family with --levels and --res")
     p.add_argument("--levels", type=int, help="with a family --model: levels (default 5)")
     p.add_argument("--res", type=int, help="with a family --model: residual units (default 1)")
-    p.add_argument("--resolution", type=_resolution, default=256,
+    p.add_argument("--resolution", type=resolution_arg, default=256,
                    help="training size: one side (256) or HEIGHTxWIDTH (192x256)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)

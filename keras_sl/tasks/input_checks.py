@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_sl.utils.checks import (
     check_binary_mask,
+    check_depth_target,
     check_image_batch,
     check_pixel_dtype,
 )
@@ -110,8 +111,9 @@ def empty_outputs(graph, x, *, n_outputs: int, lead_axes: int, rank: int, data_f
 #: What a task's targets are: ``"binary"`` (K = 1, values in [0, 1]),
 #: ``"one_hot"`` (K > 1, K channels in [0, 1]), ``"sparse"`` (K > 1 with a
 #: sparse loss: one channel of integer labels 0..K-1) or ``"regression"``
-#: (K channels, any values; NaN marks missing pixels for the masked losses).
-TARGET_KINDS = ("binary", "one_hot", "sparse", "regression")
+#: (K channels, any values; NaN marks missing pixels for the masked losses)
+#: or ``"depth"`` (distances >= 0; 0 or NaN marks a missing measurement).
+TARGET_KINDS = ("binary", "one_hot", "sparse", "regression", "depth")
 
 
 def target_kind(activation, num_classes: int, loss=None) -> str:
@@ -178,6 +180,8 @@ def _layout_of_targets(shape: tuple, spatial: tuple, *, num_classes: int, kind: 
 def _check_values(masks, kind: str, num_classes: int, name: str) -> None:
     if kind in ("binary", "one_hot"):
         check_binary_mask(masks, name)
+    elif kind == "depth":
+        check_depth_target(masks, name.replace("masks", "depth maps"))
     elif kind == "sparse":
         for i, labels in enumerate(masks):
             labels = np.asarray(labels, dtype="float64")

@@ -43,8 +43,8 @@ _PUBLIC = {
     "to_labels": "keras_sl.postprocess",
 }
 _SUBMODULES = (
-    "callbacks", "config", "data", "depth_quality", "distribute", "interop", "layers", "losses", "metrics", "pqa",
-    "preprocessing", "presets", "registry", "tasks",
+    "callbacks", "config", "data", "depth_quality", "distribute", "inference", "interop", "layers", "losses",
+    "metrics", "pqa", "preprocessing", "presets", "registry", "tasks",
 )
 
 

@@ -224,9 +224,20 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _add_prediction_flags(parser) -> None:
+    """``--window`` and ``--tta`` (parsed after the arguments, so ``--help`` imports no backend)."""
+    parser.add_argument("--window", metavar="auto|resize|window|N|HxW",
+                        help="predict by sliding windows of N x N or H x W pixels (a multiple of the network's stride; "
+                             "'window': the preset's window size) or by resizing ('resize'); default 'auto': as the "
+                             "preset's preprocessor says")
+    parser.add_argument("--tta", choices=["flips"],
+                        help="test-time augmentation: average the (per-slice) logits over the image's horizontal, "
+                             "vertical and double flips before the activation and Q")
+
+
 def cmd_evaluate(args) -> int:
     from keras_sl.datasets import get as get_dataset
-    from keras_sl.evaluation import evaluate_segmentation
+    from keras_sl.evaluation import cli_prediction_options, evaluate_segmentation
     from keras_sl.presets import load_preset
     from keras_sl.presets.preset_io import read_metadata
 
@@ -244,7 +255,8 @@ def cmd_evaluate(args) -> int:
     cli_depth.check_task(model, ds, args.preset, name)
     if cli_depth.is_depth_model(model):
         return cli_depth.evaluate(args, model, ds, samples, name)
-    result = evaluate_segmentation(model, ds, samples)  # through the preset's own preprocessor
+    options = cli_prediction_options(args)  # --window / --tta; default: as the preset's preprocessor says
+    result = evaluate_segmentation(model, ds, samples, **options)  # through the preset's own preprocessor
     summary = {k: v for k, v in result.items() if k != "per_image"}
     summary.update(preset=args.preset, dataset=name, split=args.split)
     print(json.dumps(json_safe(summary), indent=2), flush=True)  # first: a failed write loses no metric
@@ -252,11 +264,11 @@ def cmd_evaluate(args) -> int:
         write_json(args.json, {**summary, "per_image": result["per_image"]})
     if args.out:
         _evaluation_figures(model, ds, samples, result["per_image"], Path(args.out),
-                            title=f"{args.preset} {name} {args.split}")
+                            title=f"{args.preset} {name} {args.split}", options=options)
     return 0
 
 
-def _evaluation_figures(model, ds, samples, rows, out: Path, title: str) -> None:
+def _evaluation_figures(model, ds, samples, rows, out: Path, title: str, options: dict | None = None) -> None:
     """Q-vs-Dice scatter plot, risk-coverage curve and a per-slice figure of
     the first 4 images (at the network's input size, as the model sees them)."""
     import numpy as np
@@ -277,8 +289,8 @@ def _evaluation_figures(model, ds, samples, rows, out: Path, title: str) -> None
     size = pre.image_size or pre.spatial_shape(loaded[0][0])
     pairs = [(pre.resize(image, size), pre.resize_mask(mask, size)) for image, mask in loaded]
     images = np.stack([p[0] for p in pairs])
-    probs, q = model.predict_quality(images, verbose=0)
-    slices = model.predict_slices(images, verbose=0)
+    probs, q = model.predict_quality(images, verbose=0, **(options or {}))
+    slices = model.predict_slices(images, verbose=0, **(options or {}))
     shown = images / 255.0 if images.dtype == np.uint8 else images
     save_slice_figure(out / "slices.png", shown, np.stack([p[1] for p in pairs]), probs, np.asarray(slices),
                       model.selected_slices, q, [r["dice"] for r in rows[:4]])
@@ -339,6 +351,7 @@ def cmd_predict(args) -> int:
 
     from keras_sl import evaluation  # predict_image looked up at call time (tests stub it)
 
+    options = evaluation.cli_prediction_options(args)  # a bad --window fails before the model loads
     model = load_preset(args.preset)
     from keras_sl import cli_depth
 
@@ -351,7 +364,8 @@ def cmd_predict(args) -> int:
     for path, stem in todo:
         try:
             image = Dataset.read_image(path)
-            prob, q = evaluation.predict_image(model, image)  # the same call as model.predict_quality([image])
+            # the same call as model.predict_quality([image], **options)
+            prob, q = evaluation.predict_image(model, image, **options)
             mask = ((prob[..., 0] > 0.5) * 255).astype("uint8")
             target = out / f"{stem}_mask.png"
             Image.fromarray(mask).save(target)
@@ -375,6 +389,110 @@ def cmd_predict(args) -> int:
     write_json(report_path, state)
     if state["failed"]:
         print(f"keras-sl predict: {len(state['failed'])} of {len(args.images)} image(s) failed; "
+              f"results and errors in {report_path}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+#: ``keras-sl explain --methods``: :data:`keras_sl.explain.METHODS`, spelled out here (the parser imports no backend).
+EXPLAIN_METHODS = ("saliency", "gradcam", "guided_backprop")
+
+
+def _methods_arg(text: str) -> tuple[str, ...]:
+    """``--methods``: a comma-separated subset of :data:`EXPLAIN_METHODS`, returned in figure order."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in EXPLAIN_METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(EXPLAIN_METHODS)}, "
+                                         f"got {text!r}")
+    return tuple(m for m in EXPLAIN_METHODS if m in names)
+
+
+def cmd_explain(args) -> int:
+    """Per-slice explanation figures (paper Fig. 2) and maps for a batch of
+    images (:func:`keras_sl.explain.explain`). As ``predict``: a file that
+    fails is reported in one line and the batch goes on (exit 1 at the end);
+    ``explanations.json`` is rewritten whole after every image."""
+    import numpy as np
+
+    from keras_sl import explain as explaining
+    from keras_sl.datasets.base import Dataset
+    from keras_sl.presets import load_preset
+    from keras_sl.visualize_explain import save_explanation_figure
+
+    out = Path(args.out)
+    report_path = out / "explanations.json"
+    stems = unique_stems(args.images)
+    methods = list(args.methods or EXPLAIN_METHODS)
+    if args.layer and "gradcam" not in methods:
+        raise CLIError("--layer chooses Grad-CAM's layer, but --methods leaves gradcam out",
+                       "add gradcam to --methods, or leave --layer out", EXIT_USAGE)
+    state = {"preset": args.preset, "methods": methods, "layer": None, "skipped_methods": {}, "finished": False,
+             "explanations": [], "failed": []}
+
+    def fail(path, err) -> None:
+        if args.debug and sys.exc_info()[0] is not None:
+            traceback.print_exc()
+        report_file_error("explain", path, err)
+        state["failed"].append({"image": str(path), "error": file_message(path, err)})
+
+    todo = []
+    for path, stem in zip(args.images, stems):
+        if Path(path).is_file():
+            todo.append((path, stem))
+        else:  # reported now, before the model loads
+            fail(path, FileNotFoundError(2, "no such file" if not Path(path).exists() else "not a file", str(path)))
+    if not todo:
+        out.mkdir(parents=True, exist_ok=True)
+        state["finished"] = True
+        write_json(report_path, state)
+        raise CLIError(f"none of the {len(args.images)} image(s) exists", "check the image paths")
+
+    model = load_preset(args.preset)
+    if "guided_backprop" in methods:
+        reason = explaining.guided_backprop_unsupported(model)
+        if reason and args.methods:  # asked for by name
+            raise CLIError(f"--methods guided_backprop: {reason}", "leave guided_backprop out of --methods")
+        if reason:
+            methods.remove("guided_backprop")
+            state["skipped_methods"]["guided_backprop"] = reason
+            print(f"keras-sl explain: guided_backprop skipped: {reason}", file=sys.stderr, flush=True)
+    if "gradcam" in methods:  # an unknown --layer fails here, before any image
+        state["layer"] = explaining.find_layer(model, args.layer) if args.layer else None
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report_path, state)
+    title = Path(args.preset).name
+    for path, stem in todo:
+        try:
+            image = Dataset.read_image(path)
+            result = explaining.explain(model, image, methods=methods, layer=args.layer,
+                                        target_class=args.target_class, region=args.region)
+            maps = {}
+            for name in methods:
+                target = out / f"{stem}_{name}.npy"
+                np.save(target, result[name])
+                maps[name] = str(target)
+            figure = save_explanation_figure(out / f"{stem}_explain.png", image, result,
+                                             title=f"{Path(path).name}  ({title})")
+        except Exception as err:  # noqa: BLE001 - one line per failed file; the batch goes on
+            fail(path, err)
+        else:
+            state["layer"] = result.get("layer", state["layer"])
+            state["explanations"].append({
+                "image": str(path), "figure": str(figure), "maps": maps, "height": int(image.shape[0]),
+                "width": int(image.shape[1]), "lift_depth": result["lift_depth"],
+                "selected_slices": result["selected_slices"], "target_class": result["target_class"],
+                "region": result["region_kind"], "layer": result.get("layer"),
+                "gradcam_slices": result.get("gradcam_slices"), "quality": result["quality"],
+                "scores": [float(s) for s in result["scores"]],
+            })
+            print(f"{path}: figure {figure}, {len(maps)} map file(s) ({result['lift_depth']} slices, selected "
+                  f"{result['selected_slices']})", flush=True)
+        write_json(report_path, state)
+    state["finished"] = True
+    write_json(report_path, state)
+    if state["failed"]:
+        print(f"keras-sl explain: {len(state['failed'])} of {len(args.images)} image(s) failed; "
               f"results and errors in {report_path}", file=sys.stderr)
         return EXIT_FAILED
     return 0
@@ -504,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"per-slice depths) of each of the first {FIGURE_LIMIT} images of the split, and pqa_scatter.png "
                     "(Q vs RMSE, SL models)")
     ev.add_argument("--limit", type=positive_int, help="evaluate only the first N (>= 1) images of the split")
+    _add_prediction_flags(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     pr = add("predict", help="masks (0/255, input size) and PQA scores for images; depth presets: depth "
@@ -517,8 +636,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="flag images whose Q does not reach this (default: the preset's q_threshold, else "
                          f"{DEFAULT_Q_THRESHOLD}; depth presets: no default, Q is only reported); a NaN Q is "
                          "always flagged")
+    _add_prediction_flags(pr)
     pr.add_argument("images", nargs="+")
     pr.set_defaults(func=cmd_predict)
+
+    xp = add("explain", help="per-slice saliency, Grad-CAM and guided-backprop maps of images (paper Fig. 2): "
+                             "a figure and .npy maps per image")
+    xp.add_argument("--preset", required=True)
+    xp.add_argument("--out", required=True, help="folder for <name>_explain.png (image, prediction, one row per "
+                    "method with a map per slice, selected slices framed), <name>_<method>.npy (float32, "
+                    "slices x height x width, at the image's size) and explanations.json")
+    xp.add_argument("--methods", type=_methods_arg, default=None,
+                    help=f"comma-separated, from {', '.join(EXPLAIN_METHODS)} (default: all; guided_backprop is "
+                         "skipped with a note for networks it cannot run on)")
+    xp.add_argument("--layer", help="Grad-CAM's layer, a layer name of the network or a path into nested layers, "
+                                    "e.g. up1_res or down0/unit0 (default: the last full-resolution layer with "
+                                    "every lifted slice, up0 for UNets)")
+    xp.add_argument("--target-class", type=non_negative_int, default=None,
+                    help="the output channel explained (default: the foreground; multi-class: the most predicted "
+                         "non-background class)")
+    xp.add_argument("--region", choices=("auto", "foreground", "all"), default="auto",
+                    help="pixels each slice's score averages: the predicted foreground (auto for segmentation) "
+                         "or the whole image (auto for depth)")
+    xp.add_argument("images", nargs="+")
+    xp.set_defaults(func=cmd_explain)
 
     ex = add("export", help="export a preset as a TF SavedModel, ONNX or LiteRT file for serving")
     ex.add_argument("--preset", required=True)
@@ -598,6 +739,7 @@ def _check_models(parser: argparse.ArgumentParser, args) -> None:
 OUTPUT_OPTIONS = {
     "demo": [("out", "dir")], "profile": [("json", "file")], "convert": [("out", "dir")],
     "evaluate": [("json", "file"), ("out", "dir")], "predict": [("out", "dir")], "export": [("out", "path")],
+    "explain": [("out", "dir")],
     "train": [("out", "dir"), ("save_preset", "dir")], "bench": [("json", "file")],
 }
 

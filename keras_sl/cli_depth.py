@@ -67,8 +67,10 @@ def evaluate(args, model, dataset, samples, reader: str) -> int:
     """``keras-sl evaluate`` on a depth preset: metrics JSON on stdout (and
     ``--json`` with per-image rows), figures in ``--out``."""
     from keras_sl import evaluation_depth  # looked up at call time (tests stub it)
+    from keras_sl.evaluation import cli_prediction_options
 
-    result = evaluation_depth.evaluate_depth(model, dataset, samples)
+    options = cli_prediction_options(args)
+    result = evaluation_depth.evaluate_depth(model, dataset, samples, **options)
     summary = {k: v for k, v in result.items() if k not in ("per_image", "outputs")}
     for key in REQUIRED_KEYS:
         summary.setdefault(key, None)
@@ -78,11 +80,12 @@ def evaluate(args, model, dataset, samples, reader: str) -> int:
         write_json(args.json, {**summary, "per_image": result["per_image"]})
     if args.out:
         figures(model, dataset, samples, result["per_image"], Path(args.out),
-                title=f"{Path(args.preset).name} {reader} {args.split}")
+                title=f"{Path(args.preset).name} {reader} {args.split}", options=options)
     return 0
 
 
-def figures(model, dataset, samples, rows, out: Path, title: str, limit: int | None = None) -> list[Path]:
+def figures(model, dataset, samples, rows, out: Path, title: str, limit: int | None = None,
+            options: dict | None = None) -> list[Path]:
     """``depth_<id>.png`` for the first ``limit`` (:data:`FIGURE_LIMIT`) samples and, for an SL
     model, ``pqa_scatter.png`` (Q vs per-image RMSE of all ``rows``). Without
     matplotlib: one line on stderr, no figure. Returns the files written."""
@@ -101,8 +104,8 @@ def figures(model, dataset, samples, rows, out: Path, title: str, limit: int | N
         by_id = {r["id"]: r for r in rows}
         for sample in samples[: FIGURE_LIMIT if limit is None else limit]:
             image, target = dataset.load(sample)
-            depth, uncertainty, q = predict_depth_images(model, [image])
-            slices = np.asarray(model.predict_slices([image], verbose=0)[0]) if sl else None
+            depth, uncertainty, q = predict_depth_images(model, [image], **(options or {}))
+            slices = np.asarray(model.predict_slices([image], verbose=0, **(options or {}))[0]) if sl else None
             row = by_id.get(sample.id, {})
             rmse, delta1 = row.get("rmse", float("nan")), row.get("delta1", float("nan"))
             text = f"{sample.id}: RMSE {rmse:.3f} m, delta1 {delta1:.3f}"
@@ -149,10 +152,12 @@ def predict(args, model, todo, state: dict, fail, report_path: Path) -> int:
 
     from keras_sl import evaluation_depth  # looked up at call time (tests stub it)
     from keras_sl.datasets.base import Dataset
+    from keras_sl.evaluation import cli_prediction_options
     from keras_sl.selective import is_flagged
     from keras_sl.visualize_depth import DEPTH_CMAP, ERROR_CMAP, save_depth_png
 
     out = Path(args.out)
+    options = cli_prediction_options(args)
     threshold, source = _depth_threshold(args, getattr(model, "preset_metadata", {}) or {})
     state.update(task="depth", unit="metres", q_threshold=threshold, q_threshold_source=source,
                  colormaps={"depth": DEPTH_CMAP, "uncertainty": ERROR_CMAP})
@@ -161,7 +166,7 @@ def predict(args, model, todo, state: dict, fail, report_path: Path) -> int:
     for path, stem in todo:
         try:
             image = Dataset.read_image(path)
-            depths, uncertainties, qs = evaluation_depth.predict_depth_images(model, [image])
+            depths, uncertainties, qs = evaluation_depth.predict_depth_images(model, [image], **options)
             depth = np.asarray(depths[0], dtype="float32")[..., 0]
             npy, png = out / f"{stem}_depth.npy", out / f"{stem}_depth.png"
             np.save(npy, depth)

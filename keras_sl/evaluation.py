@@ -13,23 +13,60 @@ from keras_sl.pqa import correlation
 from keras_sl.selective import selective_summary
 
 
-def predict_images(model, images, batch_size: int | None = None):
+def prediction_options(window=None, tta=None) -> dict:
+    """The ``predict`` keywords to pass: only those given (None: the model's
+    preprocessor decides, no TTA), so models and stubs without them still work.
+
+    Example:
+    >>> prediction_options(), prediction_options(window=False, tta="flips")
+    ({}, {'window': False, 'tta': 'flips'})
+    """
+    return {k: v for k, v in (("window", window), ("tta", tta)) if v is not None}
+
+
+def cli_prediction_options(args) -> dict:
+    """``--window`` / ``--tta`` of ``keras-sl evaluate`` and ``predict`` (absent: None) as
+    :func:`prediction_options`; a bad ``--window`` is the CLI's usage error.
+
+    Example:
+    >>> from argparse import Namespace
+    >>> cli_prediction_options(Namespace(window="512x512", tta="flips")), cli_prediction_options(Namespace())
+    ({'window': (512, 512), 'tta': 'flips'}, {})
+    """
+    from keras_sl.cli_errors import EXIT_USAGE, CLIError
+    from keras_sl.inference.sliding_window import parse_window_option
+
+    window = getattr(args, "window", None)
+    if window is not None:
+        try:
+            window = parse_window_option(window)
+        except ValueError as err:
+            raise CLIError(str(err), "pass --window auto, resize, window, N or HxW (e.g. 512x512)",
+                           EXIT_USAGE) from None
+    return prediction_options(window, getattr(args, "tta", None))
+
+
+def predict_images(model, images, batch_size: int | None = None, window=None, tta: str | None = None):
     """Probability maps ``(H, W, K)`` at each image's own size and Q per image
-    (None for models without PQA) for a list of raw images."""
+    (None for models without PQA) for a list of raw images. ``window`` and
+    ``tta`` as in :meth:`keras_sl.tasks.task.Task.predict` (default: as the
+    model's preprocessor says, no TTA)."""
+    options = prediction_options(window, tta)
     if hasattr(model, "predict_quality"):
-        probs, q = model.predict_quality(list(images), batch_size=batch_size, verbose=0)
+        probs, q = model.predict_quality(list(images), batch_size=batch_size, verbose=0, **options)
         return probs, [float(v) for v in q]
-    probs = model.predict(list(images), batch_size=batch_size, verbose=0)
+    probs = model.predict(list(images), batch_size=batch_size, verbose=0, **options)
     return probs, [None] * len(probs)
 
 
-def predict_image(model, image: np.ndarray):
+def predict_image(model, image: np.ndarray, window=None, tta: str | None = None):
     """Probability map ``(H, W, K)`` of one raw image at its own size, and Q."""
-    probs, q = predict_images(model, [image])
+    probs, q = predict_images(model, [image], window=window, tta=tta)
     return probs[0], q[0]
 
 
-def evaluate_segmentation(model, dataset, samples, threshold: float = 0.5, chunk: int = 16) -> dict:
+def evaluate_segmentation(model, dataset, samples, threshold: float = 0.5, chunk: int = 16, window=None,
+                          tta: str | None = None) -> dict:
     """Per-image Dice/IoU at the original label size, Q, PQA correlations and
     selective prediction by Q.
 
@@ -40,13 +77,15 @@ def evaluate_segmentation(model, dataset, samples, threshold: float = 0.5, chunk
     ``aurc``, ``aurc_random``, ``aurc_oracle``, ``eaurc``,
     ``dice_at_coverage`` (``{"0.8": ..., "0.9": ...}``) and ``q_nonfinite``
     (images whose Q is NaN: a non-finite prediction, ranked last).
-    Images are read and predicted ``chunk`` at a time.
+    Images are read and predicted ``chunk`` at a time, by windows or not as
+    the model's preprocessor says unless ``window`` overrides it, with
+    ``tta="flips"`` averaged over flips (:meth:`keras_sl.tasks.task.Task.predict`).
     """
     rows = []
     for start in range(0, len(samples), chunk):
         part = samples[start : start + chunk]
         pairs = [dataset.load(s) for s in part]
-        probs, qs = predict_images(model, [image for image, _ in pairs])
+        probs, qs = predict_images(model, [image for image, _ in pairs], **prediction_options(window, tta))
         for sample, (_, mask), prob, q in zip(part, pairs, probs, qs):
             d = float(dice_per_image(mask[None], prob[None], threshold=threshold)[0])
             i = float(iou_per_image(mask[None], prob[None], threshold=threshold)[0])

@@ -18,23 +18,27 @@ from __future__ import annotations
 import numpy as np
 
 from keras_sl.depth_quality import error_correlation
+from keras_sl.evaluation import prediction_options
 from keras_sl.metrics.depth import depth_metrics
 
 #: Metrics every depth evaluation reports (means over images with a valid pixel).
 DEPTH_SUMMARY = ("rmse", "mae", "abs_rel", "sq_rel", "log10", "rmse_log", "delta1", "delta2", "delta3")
 
 
-def predict_depth_images(model, images, batch_size: int | None = None):
+def predict_depth_images(model, images, batch_size: int | None = None, window=None, tta: str | None = None):
     """Depth maps ``(H, W, 1)`` at each image's size, per-pixel uncertainty
-    maps and Q per image (None and None for a 2-D model) of a list of raw images."""
+    maps and Q per image (None and None for a 2-D model) of a list of raw
+    images; ``window`` / ``tta`` as in :meth:`keras_sl.tasks.task.Task.predict`."""
+    options = prediction_options(window, tta)
     if hasattr(model, "predict_uncertainty"):
-        depth, uncertainty, q = model.predict_uncertainty(list(images), batch_size=batch_size, verbose=0)
+        depth, uncertainty, q = model.predict_uncertainty(list(images), batch_size=batch_size, verbose=0, **options)
         return depth, uncertainty, [float(v) for v in q]
-    depth = model.predict(list(images), batch_size=batch_size, verbose=0)
+    depth = model.predict(list(images), batch_size=batch_size, verbose=0, **options)
     return depth, [None] * len(depth), [None] * len(depth)
 
 
-def evaluate_depth(model, dataset, samples, chunk: int = 16, keep_outputs: bool = False) -> dict:
+def evaluate_depth(model, dataset, samples, chunk: int = 16, keep_outputs: bool = False, window=None,
+                   tta: str | None = None) -> dict:
     """Depth metrics of ``model`` on ``samples`` of a depth ``dataset``.
 
     Returns the means of :data:`DEPTH_SUMMARY` over the ``n`` images with a
@@ -45,12 +49,15 @@ def evaluate_depth(model, dataset, samples, chunk: int = 16, keep_outputs: bool 
     ``pqa_pearson_abs_rel`` / ``pqa_pearson_delta1`` and the mean per-pixel
     uncertainty ``uncertainty_mean`` (metres). ``keep_outputs`` adds
     ``outputs``: per image ``(image, target, depth, uncertainty)`` for figures.
+    ``window`` / ``tta``: as in :func:`predict_depth_images` (default: the
+    model's preprocessor decides, no TTA).
     """
     rows, outputs = [], []
     for start in range(0, len(samples), chunk):
         part = samples[start : start + chunk]
         pairs = [dataset.load(s) for s in part]
-        depths, uncertainties, qs = predict_depth_images(model, [image for image, _ in pairs])
+        depths, uncertainties, qs = predict_depth_images(model, [image for image, _ in pairs],
+                                                         **prediction_options(window, tta))
         result = depth_metrics([d for d in depths], [t for _, t in pairs])
         for j, sample in enumerate(part):
             row = {"id": sample.id, **{k: float(result["per_image"][k][j]) for k in DEPTH_SUMMARY},

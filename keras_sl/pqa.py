@@ -91,6 +91,46 @@ def quality(
     return q * finite / finite
 
 
+def quality_np(slice_logits, selected: Sequence[int], data_format: str = "channels_last",
+               smooth: float = 0.0) -> np.ndarray:
+    """NumPy twin of :func:`quality` (host arrays, exact pixel counts, float64 ``(B,)``).
+
+    The same Q from the same logits on every backend, at any image size
+    without compiling anything: what sliding-window and TTA predictions use
+    (:meth:`keras_sl.tasks.task.Task.predict`).
+
+    Example:
+    >>> logits = np.ones((1, 4, 8, 8, 1), "float32"); logits[:, 3, :4] = -1.0   # slice 3 half empty
+    >>> quality_np(logits, [0, 1]).round(4).tolist()   # Dice 2/3 against slice 3, 1 against slice 2
+    [0.8333]
+    """
+    x = np.asarray(slice_logits)
+    if data_format == "channels_first":
+        x = np.moveaxis(x, 1, -1)  # (B, K, m, *spatial) -> (B, m, *spatial, K)
+    batch, depth, num_classes = x.shape[0], x.shape[1], x.shape[-1]
+    sel = [int(i) for i in np.asarray(selected).reshape(-1)]
+    unsel = [j for j in range(depth) if j not in sel]
+    if not unsel:
+        raise ValueError("PQA needs at least one unselected slice (num_selected < depth).")
+    if num_classes == 1:
+        maps = x > 0  # sigmoid(p) > 0.5
+    else:
+        labels = np.argmax(x, axis=-1)
+        maps = np.stack([labels == k for k in range(1, num_classes)], axis=-1)  # foreground classes only
+    maps = maps.reshape(batch, depth, -1, maps.shape[-1])  # (B, m, P, K')
+    sizes = maps.sum(axis=2, dtype="float64")  # (B, m, K')
+    dice = np.zeros((batch, len(sel), len(unsel), maps.shape[-1]))
+    for a, i in enumerate(sel):
+        for b, j in enumerate(unsel):
+            inter = np.logical_and(maps[:, i], maps[:, j]).sum(axis=1, dtype="float64")  # (B, K')
+            denom = sizes[:, i] + sizes[:, j]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                dice[:, a, b] = np.where(denom > 0, (2.0 * inter + smooth) / np.maximum(denom + smooth, 1e-12), 1.0)
+    q = dice.mean(axis=-1).mean(axis=(1, 2))
+    q[~np.isfinite(x.reshape(batch, -1)).all(axis=1)] = np.nan
+    return q
+
+
 def correlation(q, dice) -> dict:
     """Pearson and Spearman correlation between Q and the true Dice (Table IV).
 

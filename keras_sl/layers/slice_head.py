@@ -9,6 +9,27 @@ from keras import ops
 from keras_sl.utils.layout import standardize_data_format
 
 
+def host_activation(y, activation: str | None, axis: int = -1) -> np.ndarray:
+    """An activation on a host array, float32: NumPy (SciPy) for ``None``,
+    ``"linear"``, ``"sigmoid"`` and ``"softmax"`` (over ``axis``), else the
+    Keras activation of that name.
+
+    Example:
+    >>> [round(float(v), 4) for v in host_activation(np.array([0.0, 2.0]), "softmax")]
+    [0.1192, 0.8808]
+    """
+    from scipy import special
+
+    y = np.asarray(y, dtype="float32")
+    if activation in (None, "linear"):
+        return y
+    if activation == "sigmoid":
+        return special.expit(y).astype("float32")
+    if activation == "softmax":
+        return special.softmax(y, axis=axis).astype("float32")
+    return np.asarray(ops.convert_to_numpy(keras.activations.get(activation)(ops.convert_to_tensor(y))), "float32")
+
+
 def default_selection(depth: int, num_selected: int) -> list[int]:
     """Slices used before any selection ran: the ``num_selected`` central ones."""
     start = (depth - num_selected) // 2
@@ -170,12 +191,75 @@ class SliceHead(keras.layers.Layer):
         return prediction, quality(slice_logits, self.selected, self.data_format)
 
     def _aggregate(self, slice_logits):
+        return self.activate(self.reduce(slice_logits))
+
+    def reduce(self, slice_logits):
+        """The selected slices' sum (``"sum"``) or mean (``"mean"``), before
+        the activation: the lifted axis removed."""
         picked = ops.take(slice_logits, self.selected, axis=self.lifted_axis)
         if self.reduction == "sum":
-            y = ops.sum(picked, axis=self.lifted_axis)
+            return ops.sum(picked, axis=self.lifted_axis)
+        return ops.mean(picked, axis=self.lifted_axis)
+
+    # -- the same on host arrays (NumPy): sliding windows and TTA ----------------------
+    def reduce_np(self, slice_logits) -> np.ndarray:
+        """NumPy :meth:`reduce` (float32): the selected slices' sum or mean."""
+        picked = np.take(np.asarray(slice_logits, "float32"), self.get_selected(), axis=self.lifted_axis)
+        out = picked.sum(axis=self.lifted_axis) if self.reduction == "sum" else picked.mean(axis=self.lifted_axis)
+        return out.astype("float32", copy=False)
+
+    def activate_np(self, y) -> np.ndarray:
+        """NumPy :meth:`activate` (float32)."""
+        return host_activation(y, self.activation, -1 if self.data_format == "channels_last" else 1)
+
+    def quality_np(self, slice_logits) -> np.ndarray:
+        """The PQA score Q ``(B,)`` of host slice logits (:attr:`quality_kind`):
+        :func:`keras_sl.pqa.quality_np` or the depth Q of
+        :func:`keras_sl.depth_quality.slice_statistics_np`, float32."""
+        if self.quality_kind == "depth":
+            from keras_sl.depth_quality import slice_statistics_np
+
+            q = slice_statistics_np(slice_logits, self.get_selected(), slice_axis=self.lifted_axis,
+                                    spread="selected" if self.num_selected >= 2 else "all")[2]
         else:
-            y = ops.mean(picked, axis=self.lifted_axis)
-        return self.activate(y)
+            from keras_sl.pqa import quality_np
+
+            q = quality_np(slice_logits, self.get_selected(), self.data_format)
+        return np.asarray(q, "float32")
+
+    def call_np(self, slice_logits, return_quality: bool = False, return_uncertainty: bool = False):
+        """:meth:`call` on host arrays, in NumPy: ``prediction[, q][, uncertainty]``
+        (float32), the same on every backend and compiling nothing for a new
+        image size.
+
+        Example:
+        >>> head = SliceHead(depth=4, num_selected=2, activation=None, reduction="mean")
+        >>> d = np.stack([np.full((1, 2, 2, 1), v, "float32") for v in (1.0, 2.0, 3.0, 4.0)], axis=1)
+        >>> depth, q, spread = head.call_np(d, return_quality=True, return_uncertainty=True)
+        >>> float(depth[0, 0, 0, 0]), float(spread[0, 0, 0, 0]), round(float(q[0]), 4)
+        (2.5, 0.5, 0.6726)
+        """
+        if not (return_quality or return_uncertainty):
+            return self.activate_np(self.reduce_np(slice_logits))
+        if self.quality_kind == "depth":
+            from keras_sl.depth_quality import slice_statistics_np
+
+            if return_uncertainty and self.num_selected < 2:
+                raise ValueError("The per-pixel uncertainty is the spread of the selected slices: it needs "
+                                 "num_selected >= 2.")
+            _, uncertainty, q = slice_statistics_np(slice_logits, self.get_selected(), slice_axis=self.lifted_axis,
+                                                       spread="selected" if self.num_selected >= 2 else "all")
+            prediction = self.activate_np(self.reduce_np(slice_logits))
+            out = [prediction]
+            if return_quality:
+                out.append(np.asarray(q, "float32"))
+            if return_uncertainty:
+                out.append(np.asarray(uncertainty, "float32"))
+            return tuple(out)
+        if return_uncertainty:
+            raise ValueError("return_uncertainty is for depth heads (quality='depth'); a segmentation head's "
+                             "confidence is its PQA score Q (return_quality=True).")
+        return self.activate_np(self.reduce_np(slice_logits)), self.quality_np(slice_logits)
 
     def slice_weights(self, dtype="float32"):
         """The reduction as weights over all ``depth`` slices: 1 (``"sum"``)

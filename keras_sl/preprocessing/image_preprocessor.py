@@ -24,6 +24,8 @@ from keras_sl.utils.layout import standardize_data_format
 from keras_sl.utils.padding import pad_to_multiple
 
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "bicubic": Image.BICUBIC}
+#: How a model predicts an image: one pass of the (resized, padded) image, or sliding windows.
+INFERENCE_MODES = ("resize", "window")
 
 
 def _resize_plane(plane: np.ndarray, size_hw, resample) -> np.ndarray:
@@ -99,6 +101,17 @@ class ImagePreprocessor:
         mean, std: per-channel statistics subtracted / divided after scaling.
         pad_mode: NumPy pad mode used to reach the stride multiple (``"reflect"``).
         data_format: layout of the images, ``"channels_last"`` or ``"channels_first"``.
+        inference: how ``predict`` and friends run an image: ``"resize"``
+            (default: resize to ``image_size``, pad, one pass) or ``"window"``
+            (no resize: normalise, then sliding windows of ``window_size``,
+            :mod:`keras_sl.inference.sliding_window`). Tasks' ``predict(...,
+            window=...)`` overrides it per call; training is unchanged.
+        window_size: the window, an int or one int per axis, a multiple of the
+            network's stride multiple (default: ``image_size``, the size the
+            network was trained at).
+        window_overlap: fraction of a window shared with its neighbour, ``[0, 1)``.
+        window_blend: ``"constant"`` (mean of the windows) or ``"gaussian"``.
+        window_sigma: the Gaussian's sigma as a fraction of the window (MONAI's 0.125).
 
     Example:
     >>> import numpy as np
@@ -108,6 +121,8 @@ class ImagePreprocessor:
     [(2, 32, 32, 3)]
     >>> [o.shape for o in pre.restore([np.zeros((32, 32, 1))] * 2, batch)]
     [(40, 50, 1), (20, 20, 1)]
+    >>> ImagePreprocessor(image_size=(256, 256), inference="window", window_overlap=0.5).window_spec().size
+    (256, 256)
     """
 
     def __init__(
@@ -119,6 +134,11 @@ class ImagePreprocessor:
         std: Sequence[float] | float | None = None,
         pad_mode: str = "reflect",
         data_format: str | None = None,
+        inference: str = "resize",
+        window_size: int | Sequence[int] | None = None,
+        window_overlap: float = 0.25,
+        window_blend: str = "constant",
+        window_sigma: float = 0.125,
     ):
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}.")
@@ -133,8 +153,70 @@ class ImagePreprocessor:
             raise ValueError(f"std must not contain zeros, got {self.std}.")
         self.pad_mode = pad_mode
         self.data_format = standardize_data_format(data_format)
+        self._init_inference(inference, window_size, window_overlap, window_blend, window_sigma)
         # Set by the task from its network (not saved: it is a property of the network).
         self.pad_multiple: tuple[int, ...] | None = None
+
+    def _init_inference(self, inference, window_size, window_overlap, window_blend, window_sigma) -> None:
+        from keras_sl.inference.sliding_window import _window_tuple, check_window_options
+
+        if inference not in INFERENCE_MODES:
+            raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {inference!r}.")
+        check_window_options(window_overlap, window_blend, window_sigma)
+        self.inference = inference
+        self.window_size = None if window_size is None else _window_tuple(window_size)
+        if self.window_size is not None and len(self.window_size) == 1 and not isinstance(window_size, (list, tuple)):
+            self.window_size = int(window_size)  # one int: the same on every axis
+        self.window_overlap = float(window_overlap)
+        self.window_blend = window_blend
+        self.window_sigma = float(window_sigma)
+        if inference == "window" and self.window_size is None and self.image_size is None:
+            raise ValueError("inference='window' needs a window: pass window_size=(H, W) (a multiple of the "
+                             "network's stride multiple), or image_size=(H, W) to use the training size.")
+
+    def window_spec(self, window=None, batch_size: int | None = None):
+        """The :class:`keras_sl.inference.WindowSpec` to predict with, or None to resize.
+
+        ``window``: None follows :attr:`inference`; False resizes; True uses
+        ``window_size`` (else ``image_size``); an int or ``(H, W)`` is that
+        window with this preprocessor's overlap and blending; a ``WindowSpec``
+        is taken as is. ``batch_size`` sets the windows per network call.
+
+        Example:
+        >>> ImagePreprocessor().window_spec(), ImagePreprocessor().window_spec((64, 96)).size
+        (None, (64, 96))
+        """
+        import dataclasses
+
+        from keras_sl.inference.sliding_window import WindowSpec
+
+        if window is None:
+            window = self.inference == "window"
+        if window is False:
+            return None
+        if isinstance(window, WindowSpec):
+            spec = window
+        else:
+            if window is True:
+                size = self.window_size if self.window_size is not None else self.image_size
+                if size is None:
+                    raise ValueError("window=True needs the preprocessor's window_size or image_size; pass the "
+                                     "window itself, e.g. window=(256, 256).")
+            elif isinstance(window, str) or not isinstance(window, (int, np.integer, list, tuple)):
+                raise ValueError(f"window must be None, True, False, an int, a tuple of ints or a WindowSpec, "
+                                 f"got {window!r}.")
+            else:
+                size = window
+            spec = WindowSpec(size, overlap=self.window_overlap, blend=self.window_blend, sigma=self.window_sigma)
+        if batch_size is not None:
+            spec = dataclasses.replace(spec, batch_size=batch_size)
+        return spec
+
+    def for_windows(self) -> ImagePreprocessor:
+        """A copy that normalises only (no resize, no padding): what each image
+        goes through before sliding-window inference."""
+        config = {**self.get_config(), "image_size": None, "inference": "resize"}
+        return type(self).from_config(config)
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -360,15 +442,23 @@ class ImagePreprocessor:
             "std": self.std,
             "pad_mode": self.pad_mode,
             "data_format": self.data_format,
+            "inference": self.inference,
+            "window_size": list(self.window_size) if isinstance(self.window_size, tuple) else self.window_size,
+            "window_overlap": self.window_overlap,
+            "window_blend": self.window_blend,
+            "window_sigma": self.window_sigma,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "ImagePreprocessor":
+        """From :meth:`get_config`; configs saved before the window options load with their defaults."""
         return cls(**config)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, ImagePreprocessor) and self.get_config() == other.get_config()
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        defaults = {"inference": "resize", "window_size": None, "window_overlap": 0.25, "window_blend": "constant",
+                    "window_sigma": 0.125}
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k not in defaults or v != defaults[k])
         return f"ImagePreprocessor({args})"

@@ -10,7 +10,6 @@ selected slices as the prediction, a depth PQA score Q per image
 
 Example:
 >>> import numpy as np, keras_sl
->>> from keras_sl.models.fastdepth import FastDepthDecoder
 >>> net = keras_sl.UNet(3, 3, 1, channels=(4, 4), strides=(2,), num_res_units=1,
 ...                     input_shape=(4, None, None, 3))
 >>> model = SLDepthEstimator(net, lift_depth=4, num_selected=2)
@@ -20,6 +19,8 @@ Example:
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import keras
 
@@ -74,6 +75,9 @@ class DepthEstimator(Segmenter):
     def _default_metrics(self, from_slices: bool = False):
         return depth_metrics(from_slices=False, data_format=self.data_format)
 
+    def _target_kind(self) -> str:
+        return "depth"  # fit/evaluate refuse negative or Inf depths; 0 and NaN are "no measurement"
+
     def segment(self, x, threshold: float = 0.5, **kwargs):
         _refuse_segment(type(self).__name__)
 
@@ -117,6 +121,9 @@ class SLDepthEstimator(SLSegmenter):
     def _default_metrics(self, from_slices: bool = True):
         return depth_metrics(from_slices=True, data_format=self.data_format)
 
+    def _target_kind(self) -> str:
+        return "depth"
+
     def _inference_kinds(self) -> tuple[str, ...]:
         return ("uncertainty", "prediction")
 
@@ -127,21 +134,47 @@ class SLDepthEstimator(SLSegmenter):
         return self.slice_head(self(image))
 
     def predict_quality(self, x, batch_size=None, verbose="auto", steps=None, pad: bool = True,
-                        preprocess: bool = True):
-        """``(depth, Q)`` at each input's size, one forward pass (see :meth:`predict_uncertainty`)."""
-        depth, _, q = self.predict_uncertainty(x, batch_size=batch_size, verbose=verbose, steps=steps, pad=pad,
-                                               preprocess=preprocess)
-        return depth, q
+                        preprocess: bool = True, window=None, tta: str | None = None,
+                        window_batch_size: int | None = None, window_quality: bool = False):
+        """``(depth, Q)`` at each input's size, one forward pass (see :meth:`predict_uncertainty`;
+        with ``window_quality``, ``(depth, Q, per-window Q)``)."""
+        depth, _, *rest = self.predict_uncertainty(
+            x, batch_size=batch_size, verbose=verbose, steps=steps, pad=pad, preprocess=preprocess, window=window,
+            tta=tta, window_batch_size=window_batch_size, window_quality=window_quality)
+        return (depth, *rest)
 
     def predict_uncertainty(self, x, batch_size=None, verbose="auto", steps=None, pad: bool = True,
-                            preprocess: bool = True):
+                            preprocess: bool = True, window=None, tta: str | None = None,
+                            window_batch_size: int | None = None, window_quality: bool = False):
         """``(depth, uncertainty, Q)``: the mean of the selected slices and
         the per-pixel population std of those slices (both at each input's
         size, bilinear, in the target's unit) and the per-image depth PQA
         score Q (NaN when a slice is not finite). Raw images are validated
-        as in :meth:`predict`; an empty batch gives empty arrays."""
+        as in :meth:`predict`; an empty batch gives empty arrays.
+
+        ``window``, ``tta``, ``window_batch_size``: as in
+        :meth:`keras_sl.tasks.task.Task.predict` — the per-slice depths are
+        blended over windows (and averaged over flips) first, then the mean,
+        the spread and Q are computed on the whole image's slices.
+        ``window_quality`` adds a 4th output, each window's own depth Q on
+        the window grid (see :meth:`keras_sl.SLSegmenter.predict_quality`)."""
+        plan = self._host_plan(x, window, tta, window_batch_size, window_quality)
+        if plan is not None:
+            return self._run_host(x, "uncertainty", plan, preprocess=preprocess, pad=pad, batch_size=batch_size,
+                                  window_quality=window_quality)
         return self._run_raw(self._inference_model("uncertainty").predict, x, preprocess=preprocess, pad=pad,
                              n_outputs=3, n_spatial=2, batch_size=batch_size, verbose=verbose, steps=steps)
+
+    _HOST_OUTPUTS: ClassVar[dict[str, tuple]] = {**SLSegmenter._HOST_OUTPUTS, "uncertainty": (3, 2, "probabilities", 0)}
+
+    def _host_steps(self, output: str):
+        if output != "uncertainty":
+            return super()._host_steps(output)
+        def head(dense):
+            depth, q, uncertainty = self.slice_head.call_np(dense, return_quality=True, return_uncertainty=True)
+            return depth, uncertainty, q
+
+        return None, 1, head
 
     def segment(self, x, threshold: float = 0.5, **kwargs):
         _refuse_segment(type(self).__name__)

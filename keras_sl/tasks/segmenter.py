@@ -65,11 +65,19 @@ class Segmenter(Task):
             return keras.layers.Softmax(axis=axis, dtype="float32", name="probabilities")(logits)
         return keras.layers.Activation(self.activation, dtype="float32", name="probabilities")(logits)
 
-    def predict_logits(self, x, **kwargs):
+    def predict_logits(self, x, window=None, tta: str | None = None, window_batch_size: int | None = None,
+                       **kwargs):
         """Logits at each input's size (resized bilinearly when the preprocessor
-        resizes); raw images validated as in :meth:`predict`."""
-        (out,) = self._run_raw(super(Task, self).predict, x, preprocess=kwargs.pop("preprocess", True),
-                               pad=kwargs.pop("pad", True), kind="logits", **kwargs)
+        resizes); raw images validated as in :meth:`predict`, ``window`` /
+        ``tta`` as there (the blended, view-averaged logits)."""
+        preprocess, pad = kwargs.pop("preprocess", True), kwargs.pop("pad", True)
+        plan = self._host_plan(x, window, tta, window_batch_size)
+        if plan is not None:
+            (out,) = self._run_host(x, "logits", plan, preprocess=preprocess, pad=pad,
+                                    batch_size=kwargs.get("batch_size"))
+            return out
+        (out,) = self._run_raw(super(Task, self).predict, x, preprocess=preprocess, pad=pad, kind="logits",
+                               **kwargs)
         return out
 
     def get_config(self):

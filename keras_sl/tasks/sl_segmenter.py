@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import keras
 import numpy as np
@@ -256,22 +256,64 @@ class SLSegmenter(Task):
                                 name="selected_slice_sum")(trunk(x))
 
     def predict_quality(self, x, batch_size=None, verbose="auto", steps=None, pad: bool = True,
-                        preprocess: bool = True):
+                        preprocess: bool = True, window=None, tta: str | None = None,
+                        window_batch_size: int | None = None, window_quality: bool = False):
         """``(probabilities, Q)`` from one forward pass (eqs. 9 and 11); raw
         images as in :meth:`predict` (validated the same way; an empty batch
         gives empty arrays). Q is NaN for an image whose slice logits are not
         finite (e.g. NaN weights): treat it as flagged, as
-        :func:`keras_sl.selective.is_flagged` does."""
+        :func:`keras_sl.selective.is_flagged` does.
+
+        ``window``, ``tta``, ``window_batch_size``: as in :meth:`predict`; with
+        windows, Q is computed once on the whole image's blended slices. With
+        ``window_quality`` (windows only) a third output holds each window's
+        own Q (of its view-averaged slices, before blending) on the window
+        grid: ``(B, n_rows, n_cols)`` (a list for a list of images;
+        :func:`keras_sl.inference.window_grid` gives the windows' positions).
+        """
+        plan = self._host_plan(x, window, tta, window_batch_size, window_quality)
+        if plan is not None:
+            return self._run_host(x, "quality", plan, preprocess=preprocess, pad=pad, batch_size=batch_size,
+                                  window_quality=window_quality)
         return self._run_raw(self._inference_model("quality").predict, x, preprocess=preprocess, pad=pad,
                              n_outputs=2, batch_size=batch_size, verbose=verbose, steps=steps)
 
     def predict_slices(self, x, batch_size=None, verbose="auto", steps=None, pad: bool = True,
-                       preprocess: bool = True):
+                       preprocess: bool = True, window=None, tta: str | None = None,
+                       window_batch_size: int | None = None):
         """Per-slice logits ``(B, m, *spatial, K)`` at each input's size, for
-        analysis; raw images validated as in :meth:`predict`."""
+        analysis; raw images validated as in :meth:`predict`. With ``window``
+        / ``tta`` (as in :meth:`predict`): the blended, view-averaged slice
+        logits the slice head sees."""
+        plan = self._host_plan(x, window, tta, window_batch_size)
+        if plan is not None:
+            (out,) = self._run_host(x, "slices", plan, preprocess=preprocess, pad=pad, batch_size=batch_size)
+            return out
         (out,) = self._run_raw(super(Task, self).predict, x, preprocess=preprocess, pad=pad, kind="logits",
                                lead_axes=1, batch_size=batch_size, verbose=verbose, steps=steps)
         return out
+
+    # -- the host path (windows, TTA): blend / average per-slice logits -----------------------
+    _raw_lead_axes = 1  # self(x) is (B, m, *spatial, K)
+    _HOST_OUTPUTS: ClassVar[dict[str, tuple]] = {
+        "prediction": (1, 1, "probabilities", 0),
+        "quality": (2, 1, "probabilities", 0),
+        "slices": (1, 1, "logits", 1),
+    }
+
+    def _host_steps(self, output: str):
+        # The slice head's NumPy twin: the same on every backend, nothing compiled per image size.
+        head = self.slice_head
+        if output == "prediction":  # the selected slices' sum per window: linear, so it commutes with blending
+            return head.reduce_np, 0, lambda dense: (head.activate_np(dense),)
+        if output == "slices":
+            return None, 1, lambda dense: (dense,)
+        if output == "quality":
+            return None, 1, lambda dense: head.call_np(dense, return_quality=True)
+        raise ValueError(f"{type(self).__name__} has no host-path output {output!r}.")
+
+    def _window_quality(self, raw):
+        return self.slice_head.quality_np(raw)
 
     # -- serialization --------------------------------------------------------------------
     def get_config(self):

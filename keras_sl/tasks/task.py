@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -66,6 +67,7 @@ class Task(SLModel):
         object.__setattr__(self, "_preprocessor", preprocessor)
         # Prediction graphs refer back to this model: not Keras-tracked.
         object.__setattr__(self, "_inference_cache_models", {})
+        self._window_spec(None)  # a window the network cannot take fails now, not at the first predict
 
     @property
     def preprocessor(self) -> ImagePreprocessor:
@@ -77,7 +79,13 @@ class Task(SLModel):
         if not isinstance(value, ImagePreprocessor):
             raise TypeError(f"preprocessor must be a keras_sl.preprocessing.ImagePreprocessor, got {type(value).__name__}.")
         value.pad_multiple = self.stride_multiple
+        previous = self._preprocessor
         object.__setattr__(self, "_preprocessor", value)
+        try:
+            self._window_spec(None)
+        except ValueError:
+            object.__setattr__(self, "_preprocessor", previous)
+            raise
 
     # -- compile defaults -------------------------------------------------------------
     def _default_inner_loss(self):
@@ -251,34 +259,44 @@ class Task(SLModel):
         raise NotImplementedError
 
     def _run_raw(self, fn, x, *, preprocess: bool, pad: bool, kind: str = "probabilities",
-                 lead_axes: int = 0, n_outputs: int = 1, n_spatial: int = 1, **kwargs):
+                 lead_axes: int = 0, n_outputs: int = 1, n_spatial: int = 1, windows: bool = False,
+                 graph=None, **kwargs):
         """Run ``fn`` (a Keras predict) on raw images and restore the outputs.
 
         Returns a tuple of ``n_outputs`` results; the first ``n_spatial`` are
         spatial (restored to each input's size), the others per image (e.g. Q). Inputs are
         validated first; an empty batch gives empty outputs without running
-        the model.
+        the model (shaped as the outputs of ``graph()``, default ``fn.__self__``).
+        ``windows``: the images are only normalised (no resize, no padding):
+        ``fn`` predicts them by sliding windows.
         """
         rank = len(self.image_shape) - 1
+
+        def empty():
+            outs = input_checks.empty_outputs(fn.__self__ if graph is None else graph(), x, n_outputs=n_outputs,
+                                              lead_axes=lead_axes, rank=rank, data_format=self.data_format,
+                                              n_spatial=n_spatial)
+            return (*outs, *[np.zeros((0,), "float32")] * (n_outputs - len(outs)))
+
         if not _is_raw_for_predict(x):  # a dataset or tensor: fed as it is
             if input_checks.is_empty(x):
                 if isinstance(x, keras.utils.PyDataset):
                     raise ValueError("predict got a PyDataset without batches; pass at least one image.")
                 self._check(tuple(x.shape), divisible=False)
-                return input_checks.empty_outputs(fn.__self__, x, n_outputs=n_outputs, lead_axes=lead_axes,
-                                                  rank=rank, data_format=self.data_format, n_spatial=n_spatial)
+                return empty()
             out = fn(x, **kwargs)
             return tuple(out) if n_outputs > 1 else (out,)
         pre = self.preprocessor
         if not preprocess:
             pre = ImagePreprocessor(data_format=self.data_format)
             pre.pad_multiple = self.stride_multiple
+        if windows:
+            pre, pad = pre.for_windows(), True
         if isinstance(x, tuple):
             x = list(x)
         self._check_raw_images(x)  # dtype, rank and channels, before the batch is split into images
         if input_checks.is_empty(x):
-            return input_checks.empty_outputs(fn.__self__, x, n_outputs=n_outputs, lead_axes=lead_axes, rank=rank,
-                                              data_format=self.data_format, n_spatial=n_spatial)
+            return empty()
         if not pad:
             multiple, pre.pad_multiple = pre.pad_multiple, None
         try:
@@ -303,7 +321,8 @@ class Task(SLModel):
         return (*spatial, *rest)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None,
-                pad: bool = True, preprocess: bool = True):
+                pad: bool = True, preprocess: bool = True, window=None, tta: str | None = None,
+                window_batch_size: int | None = None):
         """Probabilities (regression: values) at each input's size.
 
         ``x``: raw images — a batch array ``(B, H, W, C)`` or a list of
@@ -320,7 +339,42 @@ class Task(SLModel):
         empty outputs ``(0, H, W, K)`` (``[]`` for an empty list) without
         running the model. Non-finite outputs from finite inputs (e.g. NaN
         weights) raise a ``RuntimeWarning``.
+
+        **Windows** (``window``; default None: as the preprocessor's
+        ``inference`` says). ``False``: resize to ``image_size``, pad, one
+        pass. ``True``: sliding windows of the preprocessor's ``window_size``
+        (else ``image_size``); an int, ``(H, W)`` or a
+        :class:`keras_sl.inference.WindowSpec`: that window. In window mode
+        each image is normalised but not resized, and predicted by
+        :func:`keras_sl.inference.sliding_window_inference` with the
+        preprocessor's ``window_overlap``, ``window_blend`` and
+        ``window_sigma``, ``window_batch_size`` windows (default 4) per
+        network call. The window must be a multiple of
+        :attr:`stride_multiple`. What is blended is the network's raw output:
+        logits (regression: values) of a k-D network; for SL models every
+        slice's logits, so the slice head — the selected slices' sum or mean,
+        the activation, Q, the depth uncertainty — runs once on the whole
+        image's blended slices (for :meth:`predict` alone the selected
+        slices are summed per window before blending: the same result, the
+        sum being linear, with 1/m of the memory).
+
+        **Test-time augmentation** (``tta="flips"``; default None): each
+        network input — the padded image, or each window — is also run
+        flipped horizontally, vertically and both (k-D: along every set of
+        axes, padding included), the outputs are flipped back and their
+        logits averaged (:func:`keras_sl.inference.with_flips`); for SL
+        models the average is taken per slice, before the selected-slice sum
+        and the activation, so Q compares the view-averaged slices.
+
+        With ``window`` or ``tta`` the model runs on the host path
+        (``predict_on_batch`` per batch of ``batch_size`` images, default 32,
+        or of windows; ``verbose``, ``steps`` and ``callbacks`` are unused)
+        and ``x`` must be raw images; ``pad`` does not apply to windows.
         """
+        plan = self._host_plan(x, window, tta, window_batch_size)
+        if plan is not None:
+            (out,) = self._run_host(x, "prediction", plan, preprocess=preprocess, pad=pad, batch_size=batch_size)
+            return out
         (out,) = self._run_raw(self._inference_model("prediction").predict, x, preprocess=preprocess, pad=pad,
                                batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
         return out
@@ -335,6 +389,120 @@ class Task(SLModel):
         if isinstance(probs, list):
             return [to_labels(p[None], threshold=threshold, data_format=self.data_format)[0] for p in probs]
         return to_labels(probs, threshold=threshold, data_format=self.data_format)
+
+    # -- windows and test-time augmentation (the host path) ----------------------------------
+    #: Axes of ``self(x)`` between the batch (channels_first: channel) axis and the spatial axes.
+    _raw_lead_axes = 0
+    #: Host-path outputs: name -> (number of outputs, spatial outputs, restore kind, restore lead axes).
+    _HOST_OUTPUTS: ClassVar[dict[str, tuple]] = {
+        "prediction": (1, 1, "probabilities", 0),
+        "logits": (1, 1, "logits", 0),
+    }
+
+    def _window_spec(self, window, window_batch_size: int | None = None):
+        """The :class:`keras_sl.inference.WindowSpec` of this call (None: one
+        pass of the resized image), checked against the network."""
+        spec = self.preprocessor.window_spec(window, window_batch_size)
+        if spec is None:
+            return None
+        rank = len(self.image_shape) - 1
+        spec = spec.for_rank(rank)
+        multiple = tuple(int(m) for m in self.stride_multiple)
+        if any(w % m for w, m in zip(spec.size, multiple)):
+            fixed = tuple(max(m, round(w / m) * m) for w, m in zip(spec.size, multiple))
+            raise ValueError(
+                f"The window {spec.size} is not a multiple of {self.name}'s stride multiple {multiple}; use e.g. "
+                f"window={fixed} (or set the preprocessor's window_size to it)."
+            )
+        spatial = self.image_shape[:-1] if self.data_format == "channels_last" else self.image_shape[1:]
+        if all(n is not None for n in spatial) and tuple(spatial) != spec.size:
+            raise ValueError(f"{self.name} takes {tuple(spatial)} images only; predict with window={tuple(spatial)}.")
+        return spec
+
+    def _host_plan(self, x, window, tta, window_batch_size, window_quality: bool = False):
+        """``(window spec or None, flip views)`` when this call needs the host
+        path (windows or TTA), else None (the prediction graphs)."""
+        from keras_sl.inference.tta import flip_views
+
+        views = flip_views(tta, len(self.image_shape) - 1)
+        if not _is_raw_for_predict(x):
+            if window not in (None, False) or len(views) > 1 or window_quality:
+                raise ValueError("window, tta and window_quality need raw NumPy images (a batch array or a list of "
+                                 "images); a dataset or tensor is fed to the network as it is.")
+            return None
+        spec = self._window_spec(window, window_batch_size)
+        if window_quality and spec is None:
+            raise ValueError("window_quality=True gives one Q per window: predict with windows (window=True, "
+                             "window=(H, W), or a preprocessor built with inference='window').")
+        if spec is None and len(views) == 1:
+            return None
+        return spec, views
+
+    def _host_steps(self, output: str):
+        """``(reduce, reduced lead axes, head)`` of a host-path output:
+        ``reduce`` maps the network's (view-averaged) output of a batch or of
+        windows before blending, ``head`` the blended result to the outputs."""
+        if output == "logits":
+            return None, 0, lambda dense: (dense,)
+        return None, 0, lambda dense: (self._activate_host(dense),)
+
+    def _activate_host(self, logits: np.ndarray) -> np.ndarray:
+        from keras_sl.layers.slice_head import host_activation
+
+        return host_activation(logits, self.activation, -1 if self.data_format == "channels_last" else 1)
+
+    def _window_quality(self, raw: np.ndarray) -> np.ndarray:
+        raise ValueError(f"{type(self).__name__} has no PQA score: window_quality needs an SL model.")
+
+    def _network_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        """``self(batch)`` (logits, or an SL model's per-slice logits) as float32 NumPy."""
+        return np.asarray(self.predict_on_batch(batch), dtype="float32")
+
+    def _run_host(self, x, output: str, plan, *, preprocess: bool, pad: bool, batch_size=None,
+                  window_quality: bool = False):
+        """Raw images -> ``output`` through windows and/or TTA (see :meth:`predict`)."""
+        spec, views = plan
+        n_outputs, n_spatial, kind, lead_axes = self._HOST_OUTPUTS[output]
+
+        def graph():
+            return self if output in ("logits", "slices") else self._inference_model(output)
+
+        def run_group(batch):
+            outs = self._host_predict(batch, output, spec, views, batch_size, window_quality)
+            return outs if n_outputs + window_quality > 1 else outs[0]
+
+        return self._run_raw(run_group, x, preprocess=preprocess, pad=pad, kind=kind, lead_axes=lead_axes,
+                             n_outputs=n_outputs + int(window_quality), n_spatial=n_spatial,
+                             windows=spec is not None, graph=graph)
+
+    def _host_predict(self, batch: np.ndarray, output: str, spec, views, batch_size, window_quality: bool):
+        """One group of prepared images (sharing a shape) -> the outputs' tuple."""
+        from keras_sl.inference.sliding_window import sliding_window_inference
+        from keras_sl.inference.tta import with_flips
+
+        net = with_flips(self._network_on_batch, views, self.data_format, self._raw_lead_axes)
+        reduce, reduced_lead, head = self._host_steps(output)
+        reduce = reduce or (lambda raw: raw)
+        parts = []
+        if spec is None:
+            step = int(batch_size or 32)
+            for begin in range(0, len(batch), step):
+                parts.append(head(reduce(net(batch[begin:begin + step]))))
+        else:
+            def on_windows(windows):
+                raw = net(windows)
+                if window_quality:
+                    return reduce(raw), self._window_quality(raw)
+                return reduce(raw)
+
+            for i in range(len(batch)):
+                result = sliding_window_inference(
+                    batch[i:i + 1], on_windows, spec.size, overlap=spec.overlap, blend=spec.blend,
+                    sigma=spec.sigma, batch_size=spec.batch_size, data_format=self.data_format,
+                    lead_axes=reduced_lead, pad_mode=self.preprocessor.pad_mode)
+                dense, *extra = result if window_quality else (result,)
+                parts.append((*head(dense), *extra))
+        return tuple(np.concatenate([part[k] for part in parts]) for k in range(len(parts[0])))
 
     # -- serialization ----------------------------------------------------------------------
     def _preprocessor_config(self):

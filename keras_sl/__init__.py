@@ -43,7 +43,7 @@ _PUBLIC = {
     "to_labels": "keras_sl.postprocess",
 }
 _SUBMODULES = (
-    "callbacks", "config", "data", "depth_quality", "distribute", "inference", "interop", "layers", "losses",
+    "callbacks", "config", "data", "depth_quality", "distribute", "explain", "inference", "interop", "layers", "losses",
     "metrics", "pqa", "preprocessing", "presets", "registry", "tasks",
 )
 

@@ -1,4 +1,4 @@
-"""``keras-sl`` command line: demo, profile, presets, evaluate, predict, train, bench.
+"""``keras-sl`` command line: demo, profile, presets, evaluate, predict, explain, train, bench, convert, export.
 
 The command parses and checks its arguments, option values and output paths
 before it imports Keras (so ``--help`` and argument errors answer at once,
@@ -413,6 +413,8 @@ def cmd_explain(args) -> int:
     images (:func:`keras_sl.explain.explain`). As ``predict``: a file that
     fails is reported in one line and the batch goes on (exit 1 at the end);
     ``explanations.json`` is rewritten whole after every image."""
+    import warnings
+
     import numpy as np
 
     from keras_sl import explain as explaining
@@ -465,8 +467,12 @@ def cmd_explain(args) -> int:
     for path, stem in todo:
         try:
             image = Dataset.read_image(path)
-            result = explaining.explain(model, image, methods=methods, layer=args.layer,
-                                        target_class=args.target_class, region=args.region)
+            with warnings.catch_warnings(record=True) as notes:
+                warnings.simplefilter("always", RuntimeWarning)
+                result = explaining.explain(model, image, methods=methods, layer=args.layer,
+                                            target_class=args.target_class, region=args.region)
+            for note in notes:  # e.g. all-zero guided maps: one line, not a Python warning
+                print(f"keras-sl explain: note: {path}: {note.message}", file=sys.stderr, flush=True)
             maps = {}
             for name in methods:
                 target = out / f"{stem}_{name}.npy"

@@ -21,16 +21,15 @@ import re
 import shlex
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 
 from keras_sl import registry
 from keras_sl.cli_errors import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, USER_ERRORS, CLIError, file_message, finite_float,
-    non_negative_int, positive_int, report, report_file_error, resolution_arg,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, USER_ERRORS, CLIError, finite_float,
+    non_negative_int, positive_int, report, resolution_arg,
 )
 from keras_sl.cli_files import (
-    check_output_dir, check_output_file, check_output_path, json_safe, unique_stems, write_json,
+    FileBatch, check_output_dir, check_output_file, check_output_path, json_safe, write_json,
 )
 
 
@@ -327,27 +326,10 @@ def cmd_predict(args) -> int:
 
     out = Path(args.out)
     report_path = out / "predictions.json"
-    stems = unique_stems(args.images)  # a/cell.png and b/cell.png -> a__cell_mask.png, b__cell_mask.png
     state = {"preset": args.preset, "q_threshold": None, "q_threshold_source": None, "finished": False,
              "predictions": [], "failed": []}
-
-    def fail(path, err) -> None:
-        if args.debug and sys.exc_info()[0] is not None:
-            traceback.print_exc()
-        report_file_error("predict", path, err)
-        state["failed"].append({"image": str(path), "error": file_message(path, err)})
-
-    todo = []
-    for path, stem in zip(args.images, stems):
-        if Path(path).is_file():
-            todo.append((path, stem))
-        else:  # reported now, before the model loads
-            fail(path, FileNotFoundError(2, "no such file" if not Path(path).exists() else "not a file", str(path)))
-    if not todo:
-        out.mkdir(parents=True, exist_ok=True)
-        state["finished"] = True
-        write_json(report_path, state)
-        raise CLIError(f"none of the {len(args.images)} image(s) exists", "check the image paths")
+    batch = FileBatch("predict", args.images, report_path, state, debug=args.debug)
+    todo = batch.existing()  # a/cell.png and b/cell.png -> a__cell_mask.png, b__cell_mask.png
 
     from keras_sl import evaluation  # predict_image looked up at call time (tests stub it)
 
@@ -356,11 +338,11 @@ def cmd_predict(args) -> int:
     from keras_sl import cli_depth
 
     if cli_depth.is_depth_model(model):
-        return cli_depth.predict(args, model, todo, state, fail, report_path)
+        return cli_depth.predict(args, model, todo, batch)
     threshold, source = _q_threshold(args, model.preset_metadata)
     state.update(q_threshold=threshold, q_threshold_source=source)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(report_path, state)
+    batch.save()
     for path, stem in todo:
         try:
             image = Dataset.read_image(path)
@@ -370,7 +352,7 @@ def cmd_predict(args) -> int:
             target = out / f"{stem}_mask.png"
             Image.fromarray(mask).save(target)
         except Exception as err:  # noqa: BLE001 - one line per failed file; the batch goes on
-            fail(path, err)
+            batch.fail(path, err)
         else:
             rec = {"image": str(path), "mask": str(target), "height": int(mask.shape[0]),
                    "width": int(mask.shape[1]), "foreground_fraction": float((mask > 0).mean())}
@@ -384,14 +366,8 @@ def cmd_predict(args) -> int:
                 text += " (non-finite prediction)" if q != q else ""
             state["predictions"].append(rec)
             print(text, flush=True)
-        write_json(report_path, state)
-    state["finished"] = True
-    write_json(report_path, state)
-    if state["failed"]:
-        print(f"keras-sl predict: {len(state['failed'])} of {len(args.images)} image(s) failed; "
-              f"results and errors in {report_path}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+        batch.save()
+    return batch.finish()
 
 
 #: ``keras-sl explain --methods``: :data:`keras_sl.explain.METHODS`, spelled out here (the parser imports no backend).
@@ -424,7 +400,6 @@ def cmd_explain(args) -> int:
 
     out = Path(args.out)
     report_path = out / "explanations.json"
-    stems = unique_stems(args.images)
     methods = list(args.methods or EXPLAIN_METHODS)
     if args.layer and "gradcam" not in methods:
         raise CLIError("--layer chooses Grad-CAM's layer, but --methods leaves gradcam out",
@@ -432,23 +407,8 @@ def cmd_explain(args) -> int:
     state = {"preset": args.preset, "methods": methods, "layer": None, "skipped_methods": {}, "finished": False,
              "explanations": [], "failed": []}
 
-    def fail(path, err) -> None:
-        if args.debug and sys.exc_info()[0] is not None:
-            traceback.print_exc()
-        report_file_error("explain", path, err)
-        state["failed"].append({"image": str(path), "error": file_message(path, err)})
-
-    todo = []
-    for path, stem in zip(args.images, stems):
-        if Path(path).is_file():
-            todo.append((path, stem))
-        else:  # reported now, before the model loads
-            fail(path, FileNotFoundError(2, "no such file" if not Path(path).exists() else "not a file", str(path)))
-    if not todo:
-        out.mkdir(parents=True, exist_ok=True)
-        state["finished"] = True
-        write_json(report_path, state)
-        raise CLIError(f"none of the {len(args.images)} image(s) exists", "check the image paths")
+    batch = FileBatch("explain", args.images, report_path, state, debug=args.debug)
+    todo = batch.existing()
 
     model = load_preset(args.preset)
     if "guided_backprop" in methods:
@@ -462,7 +422,7 @@ def cmd_explain(args) -> int:
     if "gradcam" in methods:  # an unknown --layer fails here, before any image
         state["layer"] = explaining.find_layer(model, args.layer) if args.layer else None
     out.mkdir(parents=True, exist_ok=True)
-    write_json(report_path, state)
+    batch.save()
     title = Path(args.preset).name
     for path, stem in todo:
         try:
@@ -481,7 +441,7 @@ def cmd_explain(args) -> int:
             figure = save_explanation_figure(out / f"{stem}_explain.png", image, result,
                                              title=f"{Path(path).name}  ({title})")
         except Exception as err:  # noqa: BLE001 - one line per failed file; the batch goes on
-            fail(path, err)
+            batch.fail(path, err)
         else:
             state["layer"] = result.get("layer", state["layer"])
             state["explanations"].append({
@@ -494,14 +454,8 @@ def cmd_explain(args) -> int:
             })
             print(f"{path}: figure {figure}, {len(maps)} map file(s) ({result['lift_depth']} slices, selected "
                   f"{result['selected_slices']})", flush=True)
-        write_json(report_path, state)
-    state["finished"] = True
-    write_json(report_path, state)
-    if state["failed"]:
-        print(f"keras-sl explain: {len(state['failed'])} of {len(args.images)} image(s) failed; "
-              f"results and errors in {report_path}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+        batch.save()
+    return batch.finish()
 
 
 def cmd_train(args) -> int:

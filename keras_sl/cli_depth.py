@@ -27,7 +27,7 @@ import re
 import sys
 from pathlib import Path
 
-from keras_sl.cli_errors import EXIT_FAILED, EXIT_USAGE, CLIError
+from keras_sl.cli_errors import EXIT_USAGE, CLIError
 from keras_sl.cli_files import json_safe, write_json
 
 #: ``evaluate --out`` draws a figure for at most this many images (the first of the split).
@@ -143,11 +143,12 @@ def _finite_stats(values) -> dict:
             "depth_max": float(finite.max())}
 
 
-def predict(args, model, todo, state: dict, fail, report_path: Path) -> int:
+def predict(args, model, todo, batch) -> int:
     """``keras-sl predict`` on a depth preset, for the images ``todo``
-    (``(path, stem)`` pairs, existing files); ``state`` is the report
-    (``predictions.json``) with the files already failed, ``fail(path, err)``
-    records one more."""
+    (``(path, stem)`` pairs, existing files); ``batch`` is the
+    :class:`keras_sl.cli_files.FileBatch` holding the report (``predictions.json``)
+    with the files already failed."""
+    state = batch.state
     import numpy as np
 
     from keras_sl import evaluation_depth  # looked up at call time (tests stub it)
@@ -162,7 +163,7 @@ def predict(args, model, todo, state: dict, fail, report_path: Path) -> int:
     state.update(task="depth", unit="metres", q_threshold=threshold, q_threshold_source=source,
                  colormaps={"depth": DEPTH_CMAP, "uncertainty": ERROR_CMAP})
     out.mkdir(parents=True, exist_ok=True)
-    write_json(report_path, state)
+    batch.save()
     for path, stem in todo:
         try:
             image = Dataset.read_image(path)
@@ -180,7 +181,7 @@ def predict(args, model, todo, state: dict, fail, report_path: Path) -> int:
                 rec["uncertainty_png"] = str(target)
                 rec["uncertainty_mean"] = float(np.mean(uncertainty))
         except Exception as err:  # noqa: BLE001 - one line per failed file; the batch goes on
-            fail(path, err)
+            batch.fail(path, err)
         else:
             text = f"{path}: depth {npy}"
             if rec["depth_min"] is not None:
@@ -203,12 +204,6 @@ def predict(args, model, todo, state: dict, fail, report_path: Path) -> int:
                     text += " (non-finite prediction)"
             state["predictions"].append(rec)
             print(text, flush=True)
-        write_json(report_path, state)
-    state["finished"] = True
-    write_json(report_path, state)
-    if state["failed"]:
-        print(f"keras-sl predict: {len(state['failed'])} of {len(args.images)} image(s) "
-              f"failed; results and errors in {report_path}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+        batch.save()
+    return batch.finish()
 

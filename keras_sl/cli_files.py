@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Sequence
 
-from keras_sl.cli_errors import EXIT_USAGE, CLIError
+from keras_sl.cli_errors import EXIT_FAILED, EXIT_USAGE, CLIError, file_message, report_file_error
 from keras_sl.utils.json_values import json_safe  # noqa: F401 (re-exported: the CLI's JSON writer)
 
 
@@ -131,3 +133,57 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
         used.add(candidate.casefold())
         names[i] = candidate
     return names
+
+
+class FileBatch:
+    """The input files of a per-image command (``predict``, ``explain``) and its JSON report.
+
+    A file that fails is reported in one line and recorded in
+    ``state["failed"]``; the batch goes on. :meth:`save` rewrites the report
+    whole (call it after every image); :meth:`finish` marks it finished and
+    returns the exit code (1 if any file failed).
+    """
+
+    def __init__(self, command: str, images: Sequence[str], report_path: Path, state: dict, debug: bool = False):
+        self.command, self.images, self.report_path, self.state, self.debug = (
+            command, list(images), Path(report_path), state, debug)
+        state.setdefault("finished", False)
+        state.setdefault("failed", [])
+
+    def fail(self, path, err) -> None:
+        """Report one failed file (``--debug``: with its traceback) and record it."""
+        if self.debug and sys.exc_info()[0] is not None:
+            traceback.print_exc()
+        report_file_error(self.command, path, err)
+        self.state["failed"].append({"image": str(path), "error": file_message(path, err)})
+
+    def existing(self) -> list[tuple[str, str]]:
+        """``(path, output stem)`` of the files that exist (``a/cell.png`` and
+        ``b/cell.png`` get distinct stems); missing ones are reported now,
+        before any model loads. None existing: the report is written and a
+        CLIError raised."""
+        todo = []
+        for path, stem in zip(self.images, unique_stems(self.images)):
+            if Path(path).is_file():
+                todo.append((path, stem))
+            else:
+                self.fail(path, FileNotFoundError(2, "no such file" if not Path(path).exists() else "not a file",
+                                                  str(path)))
+        if not todo:
+            self.report_path.parent.mkdir(parents=True, exist_ok=True)
+            self.state["finished"] = True
+            self.save()
+            raise CLIError(f"none of the {len(self.images)} image(s) exists", "check the image paths")
+        return todo
+
+    def save(self) -> None:
+        write_json(self.report_path, self.state)
+
+    def finish(self) -> int:
+        self.state["finished"] = True
+        self.save()
+        if self.state["failed"]:
+            print(f"keras-sl {self.command}: {len(self.state['failed'])} of {len(self.images)} image(s) failed; "
+                  f"results and errors in {self.report_path}", file=sys.stderr)
+            return EXIT_FAILED
+        return 0

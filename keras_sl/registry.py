@@ -191,13 +191,20 @@ def build(name: str, /, **overrides):
     return parse(name).build(**overrides)
 
 
+#: Dataset reader names spelled out in preset names (a preset name starts with a letter).
+PRESET_DATASET_NAMES = {"7scenes": "sevenscenes"}
+
+
 def preset_name(dataset: str, model: str) -> str:
-    """Folder name of a preset trained on ``dataset``: ``<dataset>_<model name>``.
+    """Folder name of a preset trained on ``dataset``: ``<dataset>_<model name>``
+    (``7scenes`` is spelled ``sevenscenes``).
 
     >>> preset_name("kvasir", "sl_unet_8l2r")
     'kvasir_sl_unet_8l2r'
+    >>> preset_name("7scenes", "effnetlite0_sl_fastdepth")
+    'sevenscenes_effnetlite0_sl_fastdepth'
     """
-    return f"{dataset}_{parse(model).name}"
+    return f"{PRESET_DATASET_NAMES.get(dataset, dataset)}_{parse(model).name}"
 
 
 # -- built-in families ------------------------------------------------------------

@@ -41,12 +41,24 @@ def depth_metrics(from_slices: bool = False, data_format: str | None = None) -> 
     return [cls(from_slices=from_slices, data_format=data_format) for cls in (DepthRMSE, AbsRel, Delta1)]
 
 
-def _refuse_segment(name: str):
-    raise TypeError(f"{name} predicts depth, not labels: use predict() (metres at each input's size).")
+class _DepthTask:
+    """What both depth tasks share: depth targets, no ``segment``, no activation in the config."""
+
+    def _target_kind(self) -> str:
+        return "depth"  # fit/evaluate refuse negative or Inf depths; 0 and NaN are "no measurement"
+
+    def segment(self, x, threshold: float = 0.5, **kwargs):
+        raise TypeError(f"{type(self).__name__} predicts depth, not labels: use predict() (metres at each "
+                        "input's size).")
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("activation", None)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
-class DepthEstimator(Segmenter):
+class DepthEstimator(_DepthTask, Segmenter):
     """A k-D network as a depth model that takes raw images (the 2-D twin of :class:`SLDepthEstimator`).
 
     ``model(x)`` returns the network's depth map; :meth:`predict` returns it
@@ -75,20 +87,10 @@ class DepthEstimator(Segmenter):
     def _default_metrics(self, from_slices: bool = False):
         return depth_metrics(from_slices=False, data_format=self.data_format)
 
-    def _target_kind(self) -> str:
-        return "depth"  # fit/evaluate refuse negative or Inf depths; 0 and NaN are "no measurement"
-
-    def segment(self, x, threshold: float = 0.5, **kwargs):
-        _refuse_segment(type(self).__name__)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("activation", None)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_sl")
-class SLDepthEstimator(SLSegmenter):
+class SLDepthEstimator(_DepthTask, SLSegmenter):
     """An SL depth model: lift, run the network at rank k+1, average the selected slices.
 
     Every output slice is supervised with the masked L1 + MSE loss
@@ -121,8 +123,6 @@ class SLDepthEstimator(SLSegmenter):
     def _default_metrics(self, from_slices: bool = True):
         return depth_metrics(from_slices=True, data_format=self.data_format)
 
-    def _target_kind(self) -> str:
-        return "depth"
 
     def _inference_kinds(self) -> tuple[str, ...]:
         return ("uncertainty", "prediction")
@@ -175,11 +175,3 @@ class SLDepthEstimator(SLSegmenter):
             return depth, uncertainty, q
 
         return None, 1, head
-
-    def segment(self, x, threshold: float = 0.5, **kwargs):
-        _refuse_segment(type(self).__name__)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("activation", None)
-        return config

@@ -1,13 +1,13 @@
 """keras_sl EMCAD decoder: parity with the original PyTorch EMCAD/EMCADNet, thop counts, the rank-3 twin."""
 
-import contextlib
 import json
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
-from keras.src.backend.common import global_state
+
+from harness import shapes_only
 
 from keras_sl.layers import interpolate
 from keras_sl.models.emcad import EMCAD, load_emcad_state
@@ -20,21 +20,6 @@ SL_CHANNELS = (16, 32, 64, 128)
 
 def np_(x):
     return np.asarray(ops.convert_to_numpy(x))
-
-
-@contextlib.contextmanager
-def shapes_only():
-    """Build models whose variables are never initialised, for counts that
-    only read shapes (MACs, parameters): JAX compiles every initializer
-    (zeros, ones, ...) once per new shape, seconds per model on a busy CPU.
-    The variables are also kept off Keras' list of variables to initialise
-    later (the next StatelessScope would initialise them)."""
-    pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            yield
-    finally:
-        global_state.set_global_attribute("uninitialized_variables", pending)
 
 
 def trainable_params(model) -> int:

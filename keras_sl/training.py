@@ -16,7 +16,7 @@ from keras_sl import registry
 from keras_sl import training_state as state
 from keras_sl.callbacks import ResumableCSVLogger, SliceSelection, TerminateOnNaN, TrainingBackup
 from keras_sl.data.normalization import IMAGENET
-from keras_sl.datasets import SegmentationLoader, get as get_dataset
+from keras_sl.datasets import PatchLoader, SegmentationLoader, get as get_dataset
 from keras_sl.datasets.pipeline import EpochStream
 from keras_sl.evaluation import evaluate_segmentation
 from keras_sl.evaluation_depth import evaluate_depth
@@ -88,6 +88,7 @@ def train_segmentation(
     pretrained_encoder: bool = True,
     overwrite: bool = False,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    patches_per_image: int | None = None,
 ) -> dict:
     """Train one Table III configuration and evaluate it on the test split.
 
@@ -125,6 +126,14 @@ def train_segmentation(
     decay), horizontal flips only, zooms that divide the depth by the zoom
     factor, and the depth evaluation (:func:`keras_sl.evaluation_depth.evaluate_depth`).
     ``resolution``: one side, or ``(height, width)``.
+
+    ``patches_per_image`` trains at full resolution instead (large images such
+    as DRIVE's): every epoch draws that many random ``resolution``-sized
+    patches of each training image (:class:`keras_sl.datasets.PatchLoader`,
+    centred inside the dataset's ``region_of_interest`` when it has one,
+    flips and 90° turns, no zoom), and the model predicts whole images by
+    sliding windows of the patch size (overlap 0.5, Gaussian blending) — the
+    test evaluation and every later ``predict`` of the preset.
     """
     name = None if init_preset else model_name(model, levels, num_res_units)
     if not isinstance(resolution, int):
@@ -146,6 +155,10 @@ def train_segmentation(
                 print(f"{out} holds a finished run ({score}); "
                       "not training again. Pass overwrite=True (keras-sl train --force) to retrain.")
             return done
+    patches = int(patches_per_image) if patches_per_image else None
+    if patches:
+        identity["patches_per_image"] = patches
+        multiscale = False
     config = {**identity, "multiscale": multiscale, "learning_rate": learning_rate,
               "restart_epochs": restart_epochs, "freeze_encoder": freeze_encoder,
               "pretrained_encoder": pretrained_encoder, "normalization": normalization}
@@ -194,10 +207,19 @@ def train_segmentation(
     if any(v % stride for v in size):
         raise ValueError(f"resolution {resolution} must be a multiple of the network stride {stride}.")
     # Training, the test evaluation and every later predict share this preprocessor.
-    net.preprocessor = ImagePreprocessor.from_normalization(normalization, image_size=size)
-    train = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor, augment=True,
-                               scales=(0.75, 1.0, 1.25) if multiscale else (1.0,), seed=seed, cache=True,
-                               vertical_flips=not depth)
+    if patches:
+        if depth:
+            raise ValueError("patches_per_image trains segmentation models; depth models train on resized images.")
+        net.preprocessor = ImagePreprocessor.from_normalization(
+            normalization, inference="window", window_size=size, window_overlap=0.5, window_blend="gaussian")
+        region = getattr(ds, "region_of_interest", None)
+        train = PatchLoader(ds, ds.split("train"), size, patches, batch_size, preprocessor=net.preprocessor,
+                            augment=True, inside=region, seed=seed)
+    else:
+        net.preprocessor = ImagePreprocessor.from_normalization(normalization, image_size=size)
+        train = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor, augment=True,
+                                   scales=(0.75, 1.0, 1.25) if multiscale else (1.0,), seed=seed, cache=True,
+                                   vertical_flips=not depth)
     steps = len(train)
     if depth:
         schedule = step_decay(learning_rate, epochs, steps)
@@ -224,8 +246,12 @@ def train_segmentation(
         fit_state = {"train_data": stream}
         selection = None
         if sl:
-            selection_data = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor,
-                                                augment=False, cache=True, workers=2)
+            if patches:  # the same fixed patches of every training image (no augmentation)
+                selection_data = PatchLoader(ds, ds.split("train"), size, patches, batch_size,
+                                             preprocessor=net.preprocessor, inside=region, seed=seed)
+            else:
+                selection_data = SegmentationLoader(ds, ds.split("train"), batch_size, preprocessor=net.preprocessor,
+                                                    augment=False, cache=True, workers=2)
             selection = SliceSelection(selection_data, verbose=verbose)
             fit_state["slice_selection"] = selection
         backup = TrainingBackup(out / state.BACKUP, state=fit_state, config=config, verbose=verbose)
@@ -283,10 +309,14 @@ def train_segmentation(
                     f"cosine warm restarts every {restart_epochs} epochs") + ", clipvalue 0.5",
                 "loss": ("masked L1 + MSE (depth 0 = invalid)" if depth else "structure loss (WBCE+WIoU)")
                 + (" on every slice" if sl else ""),
-                "augmentation": ("horizontal flips" if depth else "flips") + (
+                "augmentation": (f"{patches} random {size[0]}x{size[1]} patches of every image per epoch at full "
+                                 "resolution" + (f" (centred inside the {region})" if region else "")
+                                 + ", flips, 90° turns") if patches else ("horizontal flips" if depth else "flips") + (
                     (", zoom 0.75/1.0/1.25 (depth divided by the zoom)" if depth else ", zoom 0.75/1.0/1.25")
                     if multiscale else ""),
             },
+            "inference": (f"sliding windows of {size[0]}x{size[1]}, overlap 0.5, Gaussian blending"
+                          if patches else f"resized to {size[0]}x{size[1]}"),
             "metrics": _preset_metrics(test, depth),
             "license": ds.license,
             **({"encoder_weights": ENCODER_WEIGHTS.get(spec.arguments.get("encoder"), "see the encoder's source")}

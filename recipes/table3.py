@@ -36,6 +36,9 @@ def main(argv=None):
     p.add_argument("--resolution", type=resolution_arg, default=256,
                    help="training size: one side (256) or HEIGHTxWIDTH (192x256)")
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--patches-per-image", type=int,
+                   help="train at full resolution on this many random --resolution patches of every image per "
+                        "epoch; the model then predicts by sliding windows of that size (DRIVE)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-multiscale", action="store_true")
@@ -60,7 +63,7 @@ def main(argv=None):
         resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         multiscale=not args.no_multiscale, preset_dir=args.preset, command=command,
         verbose=args.verbose, data_parallel=args.data_parallel, init_preset=args.init_preset,
-        freeze_encoder=args.freeze_encoder, overwrite=args.force,
+        freeze_encoder=args.freeze_encoder, overwrite=args.force, patches_per_image=args.patches_per_image,
     )
 
 

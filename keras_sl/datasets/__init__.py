@@ -29,6 +29,7 @@ from keras_sl.datasets.monusac import MoNuSAC
 from keras_sl.datasets.monuseg import MoNuSeg
 from keras_sl.datasets.nuinsseg import NuInsSeg
 from keras_sl.datasets.nyu_depth_v2 import NYUDepthV2
+from keras_sl.datasets.patches import PatchLoader
 from keras_sl.datasets.pipeline import SegmentationLoader
 from keras_sl.datasets.sartorius import Sartorius
 from keras_sl.datasets.seven_scenes import SevenScenes
@@ -59,5 +60,5 @@ def get(name: str, root) -> Dataset:
 
 
 __all__ = ["DATASETS", "Dataset", "DatasetNotFoundError", "DepthDataset", "DepthLoader", "DownloadError",
-           "Sample", "SegmentationLoader", "deterministic_split", "download", "get"] + sorted(
+           "PatchLoader", "Sample", "SegmentationLoader", "deterministic_split", "download", "get"] + sorted(
     cls.__name__ for cls in DATASETS.values())

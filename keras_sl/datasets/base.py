@@ -55,6 +55,9 @@ class Dataset:
     download_nested: bool = False
     layout: str = ""
     split_seed: int = 2025
+    #: the ``Sample.extra`` key of a mask of the pixels that count (DRIVE's field of view), else None:
+    #: metrics are computed and training patches centred inside it
+    region_of_interest: str | None = None
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser()

@@ -15,6 +15,8 @@ class DRIVE(Dataset):
     name = "drive"
     split_sizes = (20, 20)
     official_split = True
+    #: The ``extra`` key of the field-of-view mask: patches are sampled and metrics computed inside it.
+    region_of_interest = "fov"
     license = "DRIVE: research use under the DRIVE database terms."
     homepage = "https://drive.grand-challenge.org/ (registration needed)"
     layout = (

@@ -22,9 +22,8 @@ from keras_sl.evaluation import evaluate_segmentation
 from keras_sl.evaluation_depth import evaluate_depth
 from keras_sl.metrics import Dice
 from keras_sl.preprocessing import ImagePreprocessor
-from keras_sl.utils.json_values import json_safe
 from keras_sl.tasks import DepthEstimator, SLDepthEstimator, SLSegmenter
-
+from keras_sl.utils.json_values import json_safe
 
 #: Where each encoder's pretrained weights come from, and their license (preset metadata).
 ENCODER_WEIGHTS = {
@@ -59,7 +58,11 @@ def _preset_metrics(test: dict, depth: bool) -> dict:
         keys = ("rmse", "mae", "abs_rel", "log10", "delta1", "delta2", "delta3", "pqa_pearson", "pqa_spearman",
                 "q_mean", "uncertainty_mean")
         return {f"test_{k}" if not k.startswith(("pqa", "q_", "unc")) else k: test[k] for k in keys if k in test}
-    return {"test_dice": test["dice"], "test_iou": test["iou"],
+    region = {f"test_{k}": test[k] for k in ("auc", "sensitivity", "specificity", "accuracy") if k in test}
+    if "pooled" in test:
+        region["test_pooled"] = test["pooled"]
+        region["test_region"] = test["region"]
+    return {"test_dice": test["dice"], "test_iou": test["iou"], **region,
             **({"pqa_pearson": test["pqa_pearson"], "pqa_spearman": test["pqa_spearman"]}
                if "pqa_pearson" in test else {})}
 

@@ -9,7 +9,10 @@ class DRIVE(Dataset):
     """Reader for the official DRIVE layout, official 20/20 split.
 
     Targets are the first observer's manual vessel maps (``1st_manual``);
-    the field-of-view mask is kept in ``sample.extra["fov"]``.
+    the field-of-view mask is kept in ``sample.extra["fov"]`` (metrics and
+    training patches stay inside it) and, on the test set, the second
+    observer's maps (``2nd_manual``, the human reference) in
+    ``sample.extra["second_observer"]``.
     """
 
     name = "drive"
@@ -22,7 +25,8 @@ class DRIVE(Dataset):
     layout = (
         "  <root>/{training,test}/images/NN_{training,test}.tif\n"
         "  <root>/{training,test}/1st_manual/NN_manual1.gif\n"
-        "  <root>/{training,test}/mask/NN_{training,test}_mask.gif"
+        "  <root>/{training,test}/mask/NN_{training,test}_mask.gif\n"
+        "  <root>/test/2nd_manual/NN_manual2.gif (optional: second observer)"
     )
 
     def _part(self, part: str):
@@ -32,8 +36,9 @@ class DRIVE(Dataset):
             nn = image.stem.split("_")[0]
             manual = folder / "1st_manual" / f"{nn}_manual1.gif"
             if manual.is_file():
-                fov = folder / "mask" / f"{nn}_{part}_mask.gif"
-                out.append(Sample(f"{part}_{nn}", image, (manual,), {"fov": fov} if fov.is_file() else {}))
+                extra = {"fov": folder / "mask" / f"{nn}_{part}_mask.gif",
+                         "second_observer": folder / "2nd_manual" / f"{nn}_manual2.gif"}
+                out.append(Sample(f"{part}_{nn}", image, (manual,), {k: p for k, p in extra.items() if p.is_file()}))
         return out
 
     def find_samples(self):

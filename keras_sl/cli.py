@@ -465,7 +465,7 @@ def cmd_train(args) -> int:
         args.dataset, args.data, args.out, model=args.model_name,
         resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         init_preset=args.preset, preset_dir=args.save_preset, command="keras-sl " + " ".join(shlex.quote(a) for a in args.argv),
-        verbose=args.verbose, overwrite=args.force,
+        verbose=args.verbose, overwrite=args.force, patches_per_image=args.patches_per_image,
     )
     return 0
 
@@ -642,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resolution", type=resolution_arg, default=256,
                     help="training size: one side (256) or HEIGHTxWIDTH (192x256)")
     tr.add_argument("--epochs", type=positive_int, default=40)
+    tr.add_argument("--patches-per-image", type=positive_int,
+                    help="train at full resolution on this many random --resolution patches of every image per "
+                         "epoch; the model then predicts by sliding windows of that size (large images: DRIVE)")
     tr.add_argument("--batch-size", type=positive_int, default=8)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)

@@ -111,3 +111,16 @@ def test_recipe_on_real_kvasir_images(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["test"]["n"] == 2 and 0.0 <= results["test"]["dice"] <= 1.0
     assert "table3.py" in results["command"] and results["dataset"] == "kvasir"
+
+
+def test_train_patches_per_image_reaches_training(tmp_path, monkeypatch):
+    """`keras-sl train --patches-per-image N` trains on full-resolution patches (window presets, DRIVE)."""
+    import keras_sl.training
+
+    calls = []
+    monkeypatch.setattr(keras_sl.training, "train_segmentation", lambda *a, **k: calls.append(k))
+    base = ["train", "--dataset", "drive", "--data", "d", "--out", str(tmp_path / "run"), "--resolution", "96"]
+    assert main(base + ["--patches-per-image", "100"]) == 0
+    assert main(base) == 0
+    assert calls[0]["patches_per_image"] == 100 and calls[0]["resolution"] == 96
+    assert calls[1]["patches_per_image"] is None

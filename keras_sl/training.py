@@ -144,12 +144,13 @@ def train_segmentation(
     size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    patches = int(patches_per_image) if patches_per_image else None
     identity = {"dataset": dataset, "model_name": name, "resolution": resolution, "epochs": epochs,
                 "batch_size": batch_size, "seed": seed, "init_preset": init_preset}
     if overwrite:
         state.clear_run(out)
     else:
-        done = state.finished_results(out, identity)
+        done = state.finished_results(out, {**identity, "patches_per_image": patches})
         if done is not None:
             shutil.rmtree(out / state.BACKUP, ignore_errors=True)  # left by a kill after results.json
             if verbose:
@@ -158,9 +159,8 @@ def train_segmentation(
                 print(f"{out} holds a finished run ({score}); "
                       "not training again. Pass overwrite=True (keras-sl train --force) to retrain.")
             return done
-    patches = int(patches_per_image) if patches_per_image else None
     if patches:
-        identity["patches_per_image"] = patches
+        identity["patches_per_image"] = patches  # in the backup's config (runs without patches keep theirs)
         multiscale = False
     config = {**identity, "multiscale": multiscale, "learning_rate": learning_rate,
               "restart_epochs": restart_epochs, "freeze_encoder": freeze_encoder,
@@ -280,7 +280,7 @@ def train_segmentation(
         "dataset": dataset, "model": spec.family if spec else type(net).__name__, "model_name": name,
         "levels": arguments.get("levels"), "num_res_units": arguments.get("num_res_units"),
         "resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed,
-        "task": "depth" if depth else "segmentation",
+        "patches_per_image": patches, "task": "depth" if depth else "segmentation",
         "backend": keras.backend.backend(), "train_seconds": round(train_seconds, 1),
         "parameters": int(net.count_params()),
         **({"decoder_parameters": int(net.backbone.neck.count_params()), "freeze_encoder": freeze_encoder}

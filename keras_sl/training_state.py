@@ -31,7 +31,10 @@ BACKUP = "backup"
 PROGRESS = "progress.json"
 
 #: results.json keys that must match the requested run for it to count as this run's results
-IDENTITY_KEYS = ("dataset", "model_name", "resolution", "epochs", "batch_size", "seed", "init_preset")
+IDENTITY_KEYS = ("dataset", "model_name", "resolution", "epochs", "batch_size", "seed", "init_preset",
+                 "patches_per_image")
+#: Identity keys whose None is a setting of its own (a run without patches is another run), not "not given".
+NONE_IS_A_VALUE = ("patches_per_image",)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -85,7 +88,7 @@ def finished_results(out: Path, expected: dict) -> dict | None:
     if results is None or not isinstance(results.get("test"), dict):
         return None
     diff = [f"{k}: {results.get(k)!r} there, {expected[k]!r} now" for k in IDENTITY_KEYS
-            if k in expected and expected[k] is not None and results.get(k) != expected[k]]
+            if k in expected and (expected[k] is not None or k in NONE_IS_A_VALUE) and results.get(k) != expected[k]]
     if diff:
         raise ValueError(
             f"{out} holds the finished results of another run ({'; '.join(diff)}). Use another output folder, "

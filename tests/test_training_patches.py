@@ -4,7 +4,6 @@ window inference in the preset, field-of-view metrics in results, metadata and `
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +92,8 @@ def test_patch_training_scores_inside_the_fov_with_windows(tmp_path, drive_data,
     assert len((run / "log.csv").read_text().strip().splitlines()) == 2  # header + 1 epoch (3 steps)
 
     # The preset predicts by windows of the patch size.
-    model_ = load_preset(preset)
-    pre = model_.preprocessor
+    loaded = load_preset(preset)
+    pre = loaded.preprocessor
     assert pre.image_size is None and pre.inference == "window"
     assert np.broadcast_to(pre.window_size, (2,)).tolist() == [16, 16]
     assert pre.window_overlap == 0.5 and pre.window_blend == "gaussian"
@@ -115,7 +114,7 @@ def test_patch_training_scores_inside_the_fov_with_windows(tmp_path, drive_data,
     if model != TINY_SL:
         return  # the checks below are the same for both models (they take seconds)
     # ... and by windows: whole images at once score otherwise (so the check above can fail)
-    whole = evaluate_segmentation(model_, ds, ds.split("test"), window=False)
+    whole = evaluate_segmentation(loaded, ds, ds.split("test"), window=False)
     assert whole["auc"] != again["auc"] or whole["pooled"]["auc"] != again["pooled"]["auc"]
 
     # A rerun returns the stored results without loading data or training.
@@ -126,6 +125,11 @@ def test_patch_training_scores_inside_the_fov_with_windows(tmp_path, drive_data,
     monkeypatch.setattr("keras_sl.training.get_dataset", refuse)
     rerun = _train(drive_data, run, preset, model)
     assert json.dumps(rerun["test"]) == json.dumps(result["test"])
+    # Other patch settings (or none) are another run: refused, not answered with these results.
+    for other in (8, None):
+        with pytest.raises(ValueError, match="patches_per_image"):
+            train_segmentation("drive", str(drive_data), str(run), model=model, resolution=16, epochs=1,
+                               batch_size=4, patches_per_image=other, preset_dir=str(preset), verbose=0)
     monkeypatch.undo()
 
     # keras-sl evaluate reproduces the metadata.

@@ -93,6 +93,9 @@ class PatchLoader(SegmentationLoader):
                 raise ValueError(f"The {self.inside!r} mask of {self.samples[i].id!r} is {mask.shape}, "
                                  f"its image {tuple(shape)}.")
             self._centres[i] = np.flatnonzero(mask)
+            if not self._centres[i].size:
+                raise ValueError(f"The {self.inside!r} mask of {self.samples[i].id!r} is empty: no pixel to centre a "
+                                 f"patch on; fix the mask, or pass inside=None to sample patches anywhere.")
         return self._centres[i]
 
     def _crop(self, i: int, rng):
@@ -100,9 +103,10 @@ class PatchLoader(SegmentationLoader):
         h, w = image.shape[:2]
         ph, pw = self.patch_size
         if h < ph or w < pw:
-            raise ValueError(f"Sample {self.samples[i].id!r} is {h}x{w}, smaller than the patch {ph}x{pw}.")
+            raise ValueError(f"Sample {self.samples[i].id!r} is {h}x{w}, smaller than the patch {ph}x{pw}; pass a "
+                             f"patch_size of at most {h}x{w} (train_segmentation: resolution).")
         centres = self._allowed_centres(i, (h, w))
-        if centres is not None and centres.size:
+        if centres is not None:
             cy, cx = divmod(int(centres[rng.integers(centres.size)]), w)
             top, left = min(max(cy - ph // 2, 0), h - ph), min(max(cx - pw // 2, 0), w - pw)
         else:

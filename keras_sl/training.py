@@ -297,8 +297,9 @@ def train_segmentation(
     if preset_dir:
         metadata = {
             "dataset": dataset, "task": "depth estimation" if depth else "binary segmentation",
-            "split": f"{len(ds.split('train'))} train / {len(ds.split('test'))} test, {type(ds).__name__}.split "
-            "(deterministic" + (", contiguous blocks of the sequence)" if depth else ")"),
+            "split": f"{len(ds.split('train'))} train / {len(ds.split('test'))} test, " + (
+                "the dataset's official split" if ds.official_split else f"{type(ds).__name__}.split (deterministic"
+                + (", contiguous blocks of the sequence)" if depth else ")")),
             "input_size": [*size, 3], "normalization": normalization,
             "recipe": command, "epochs": epochs,
             "config": spec.description if spec else type(net).__name__,

@@ -18,7 +18,7 @@ from keras_sl.datasets import DRIVE
 from keras_sl.evaluation import region_mask
 from keras_sl.metrics import REGION_METRIC_NAMES, PooledRegionMetrics, region_metrics
 
-RUNS = ("drive_sl_unet_5l1r", "drive_unet_5l1r")
+RUNS = ("drive_sl_unet_5l1r", "drive_unet_5l1r", "drive_sl_unet_5l2r", "drive_unet_5l2r")
 SHOWN = ("dice", "auc", "sensitivity", "specificity", "accuracy")
 
 
@@ -61,12 +61,13 @@ def main(runs: str = "runs", data: str = "../shared/data/drive") -> None:
         print(f"| second observer (human) | – | {_cells(mean)} | {pooled['dice']:.4f} | {pooled['auc']:.4f} | – | – |")
     else:
         print(f"(second observer not scored: {data} is absent)")
-    if len(loaded) == 2:
-        sl, flat = (np.array([row["dice"] for row in loaded[n]]) for n in RUNS)
-        test = stats.wilcoxon(sl, flat)
-        print(f"\nSL-UNet vs UNet per test image: Dice higher on {int((sl > flat).sum())} of {len(sl)} "
-              f"(median difference {np.median(sl - flat):+.4f}, Wilcoxon p = {test.pvalue:.3g})")
-
+    for sl_name in (n for n in RUNS if "_sl_" in n):
+        twin = sl_name.replace("_sl_", "_")
+        if sl_name in loaded and twin in loaded:
+            sl, flat = (np.array([row["dice"] for row in loaded[n]]) for n in (sl_name, twin))
+            test = stats.wilcoxon(sl, flat)
+            print(f"\n{sl_name} vs {twin} per test image: Dice higher on {int((sl > flat).sum())} of {len(sl)} "
+                  f"(median difference {np.median(sl - flat):+.4f}, Wilcoxon p = {test.pvalue:.3g})")
 
 if __name__ == "__main__":
     main(*sys.argv[1:])

@@ -99,6 +99,7 @@ def test_patch_training_scores_inside_the_fov_with_windows(tmp_path, drive_data,
     assert pre.window_overlap == 0.5 and pre.window_blend == "gaussian"
     meta = json.loads((preset / "metadata.json").read_text())
     assert "sliding windows" in meta["inference"] and "16x16" in meta["inference"]
+    assert meta["split"] == "3 train / 2 test, the dataset's official split"
     assert "patches" in meta["training"]["augmentation"] and "fov" in meta["training"]["augmentation"]
     metrics = meta["metrics"]
     assert {"test_dice", "test_iou", "test_auc", "test_sensitivity", "test_specificity", "test_accuracy",

@@ -263,3 +263,62 @@ def test_builtin_kvasir_effnetlite0_unet_8l2r_reference_output():
     probs = np.asarray(model.predict(_preset_cells(meta, 2, 256, seed=11), verbose=0))
     # reference values recorded with the TensorFlow backend when the preset was made
     np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.07537, 0.11519], atol=1e-3)
+
+
+def _check_drive_preset(model, meta):
+    """A DRIVE preset predicts by 96x96 windows (overlap 0.5, Gaussian) and records the vessel metrics."""
+    pre = model.preprocessor
+    assert pre.image_size is None and pre.inference == "window" and list(pre.window_size) == [96, 96]
+    assert pre.window_overlap == 0.5 and pre.window_blend == "gaussian"
+    assert meta["dataset"] == "drive" and "sliding windows of 96x96" in meta["inference"]
+    assert meta["metrics"]["test_region"] == "fov" and "official" in meta["split"]
+    assert {"test_dice", "test_auc", "test_sensitivity", "test_specificity", "test_accuracy",
+            "test_pooled"} <= set(meta["metrics"])
+    assert "DRIVE" in meta["license"] and meta["human_reference"]["metrics"]["test_dice"] > 0.78
+
+
+def test_builtin_drive_reference_output():
+    """``SLUNet.from_preset("drive")``: the DRIVE vessel SL-UNet, whole images by windows, offline."""
+    model, meta = _load_sl_preset("drive", 5, 1, 29537, [5, 8, 9, 10, 11])
+    _check_drive_preset(model, meta)
+    # 160x160: windows at 0 and 64 on each axis; reference values recorded with the TensorFlow backend
+    probs, q = model.predict_quality(_preset_cells(meta, 2, 160, seed=11), verbose=0)
+    assert probs.shape == (2, 160, 160, 1)
+    np.testing.assert_allclose(q, [0.74749, 0.81823], atol=2e-3)
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.08296, 0.19092], atol=1e-3)
+
+
+def test_builtin_drive_unet_5l1r_reference_output():
+    """The DRIVE 2-D twin: UNet 5L/1Res, same recipe, same windows."""
+    model = keras_sl.Segmenter.from_preset("drive_unet_5l1r")
+    meta = model.preset_metadata
+    assert isinstance(model.backbone, keras_sl.UNet) and model.count_params() == meta["parameter_count"] == 3352215
+    _check_drive_preset(model, meta)
+    probs = np.asarray(model.predict(_preset_cells(meta, 2, 160, seed=11), verbose=0))
+    np.testing.assert_allclose(probs.mean(axis=(1, 2, 3)), [0.04706, 0.08381], atol=1e-3)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["drive", "drive_unet_5l1r"])
+def test_builtin_drive_evaluate_equals_metadata(name, tmp_path):
+    """`keras-sl evaluate --preset NAME --data DRIVE --split test` gives the metadata's FOV metrics (a few pixels
+    at the 0.5 threshold may flip between the training process and a fresh load: <= 1e-5)."""
+    import json
+    from pathlib import Path
+
+    from keras_sl.cli import main
+
+    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "drive"
+    if not data.is_dir():
+        pytest.skip(f"DRIVE is not at {data}")
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--preset", name, "--data", str(data), "--split", "test", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    metrics = presets.load_preset(name).preset_metadata["metrics"]
+    assert got["n"] == 20 and got["region"] == "fov"
+    for key in ("dice", "iou", "auc", "sensitivity", "specificity", "accuracy"):
+        assert abs(got[key] - metrics[f"test_{key}"]) <= 1e-5, key
+        assert abs(got["pooled"][key] - metrics["test_pooled"][key]) <= 1e-5, key
+    if "pqa_pearson" in metrics:
+        assert abs(got["pqa_pearson"] - metrics["pqa_pearson"]) <= 5e-4

@@ -71,18 +71,6 @@ def predict_image(model, image: np.ndarray, window=None, tta: str | None = None)
     return probs[0], q[0]
 
 
-def region_mask(dataset, sample, region: str | None) -> np.ndarray | None:
-    """The ``(H, W)`` boolean region-of-interest mask of ``sample`` (its
-    ``extra[region]`` file, e.g. DRIVE's field of view), or None without a region."""
-    if region is None:
-        return None
-    path = sample.extra.get(region)
-    if path is None:
-        raise ValueError(f"Sample {sample.id!r} of {type(dataset).__name__} has no {region!r} mask; "
-                         "put the dataset's masks back in its layout, or pass region=None to score whole images.")
-    return dataset.read_mask([path])[..., 0] > 0
-
-
 def evaluate_segmentation(model, dataset, samples, threshold: float = 0.5, chunk: int = 16, window=None,
                           tta: str | None = None, region: str | None = "auto") -> dict:
     """Per-image Dice/IoU at the original label size, Q, PQA correlations and
@@ -117,7 +105,11 @@ def evaluate_segmentation(model, dataset, samples, threshold: float = 0.5, chunk
         probs, qs = predict_images(model, [image for image, _ in pairs], **prediction_options(window, tta))
         for sample, (_, mask), prob, q in zip(part, pairs, probs, qs):
             if region:
-                roi = region_mask(dataset, sample, region)
+                roi = dataset.read_region(sample, region)
+                if roi is None:
+                    raise ValueError(f"Sample {sample.id!r} of {type(dataset).__name__} has no {region!r} mask; put "
+                                     "the dataset's masks back in its layout, or pass region=None to score whole "
+                                     "images.")
                 scores = region_metrics(mask, prob, roi, threshold)
                 pooled.add(mask, prob, roi)
                 rows.append({"id": sample.id, **{k: scores[k] for k in REGION_METRIC_NAMES}, "q": q})

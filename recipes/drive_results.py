@@ -15,7 +15,6 @@ import numpy as np
 from scipy import stats
 
 from keras_sl.datasets import DRIVE
-from keras_sl.evaluation import region_mask
 from keras_sl.metrics import REGION_METRIC_NAMES, PooledRegionMetrics, region_metrics
 
 RUNS = ("drive_sl_unet_5l1r", "drive_unet_5l1r", "drive_sl_unet_5l2r", "drive_unet_5l2r")
@@ -29,7 +28,7 @@ def second_observer(data: str) -> tuple[dict, dict, list]:
     for sample in ds.split("test"):
         _, first = ds.load(sample)
         second = ds.read_mask([sample.extra["second_observer"]])
-        roi = region_mask(ds, sample, ds.region_of_interest)
+        roi = ds.read_region(sample, ds.region_of_interest)
         rows.append({"id": sample.id, **region_metrics(first, second, roi)})
         pooled.add(first, second, roi)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in REGION_METRIC_NAMES}

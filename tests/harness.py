@@ -99,6 +99,17 @@ def run_task_tests(make_model, images, tmp_path, atol: float = 1e-5, cross_backe
     return model, ref
 
 
+def tiny_sl_preset(folder, dataset: str = "kvasir"):
+    """A tiny untrained SL-UNet (3 levels, lift depth 4, 2 selected slices) saved as a preset in ``folder``,
+    with the metadata of a 32x32 identity-normalised ``dataset`` preset; returns the folder."""
+    import keras_sl
+    from keras_sl.data import IDENTITY
+
+    return keras_sl.SLUNet(levels=3, lift_depth=4, num_selected=2).save_to_preset(
+        folder, metadata={"dataset": dataset, "input_size": [32, 32, 3], "normalization": IDENTITY,
+                          "license": "test"})
+
+
 def metadata(preset_dir) -> dict:
     return json.loads((Path(preset_dir) / "metadata.json").read_text())
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_sl import selective
+from harness import tiny_sl_preset
 
 
 NAN = float("nan")
@@ -189,12 +190,7 @@ def test_validation_part_is_deterministic_and_inside_the_training_split(tmp_path
 
 
 def test_recipe_writes_q_threshold_into_a_metadata_copy(tmp_path, capsys):
-    import keras_sl
-    from keras_sl.data import IDENTITY
-
-    preset = keras_sl.SLUNet(levels=3, lift_depth=4, num_selected=2).save_to_preset(
-        tmp_path / "preset", metadata={"dataset": "kvasir", "input_size": [32, 32, 3],
-                                       "normalization": IDENTITY, "license": "test"})
+    preset = tiny_sl_preset(tmp_path / "preset")
     original = (preset / "metadata.json").read_text()
     data = _tiny_kvasir(tmp_path / "kvasir", n=16)
     out = tmp_path / "meta" / "metadata.json"

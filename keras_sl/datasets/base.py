@@ -137,6 +137,12 @@ class Dataset:
             raise ValueError("read_mask needs at least one mask file.")
         return merged.astype("float32")[..., None]
 
+    def read_region(self, sample: Sample, key: str) -> np.ndarray | None:
+        """The boolean ``(H, W)`` mask in ``sample.extra[key]`` (e.g. DRIVE's field of view, ``"fov"``), or
+        None when the sample has no such file."""
+        path = sample.extra.get(key)
+        return None if path is None else self.read_mask([path])[..., 0] > 0
+
     def read_target(self, sample: Sample) -> np.ndarray:
         return self.read_mask(sample.targets)
 

@@ -84,11 +84,10 @@ class PatchLoader(SegmentationLoader):
         if self.inside is None:
             return None
         if i not in self._centres:
-            path = self.samples[i].extra.get(self.inside)
-            if path is None:
+            mask = self.dataset.read_region(self.samples[i], self.inside)
+            if mask is None:
                 raise ValueError(f"Sample {self.samples[i].id!r} has no {self.inside!r} mask to sample patches "
                                  f"inside; pass inside=None to sample them anywhere.")
-            mask = self.dataset.read_mask([path])[..., 0] > 0
             if mask.shape != tuple(shape):
                 raise ValueError(f"The {self.inside!r} mask of {self.samples[i].id!r} is {mask.shape}, "
                                  f"its image {tuple(shape)}.")

@@ -11,19 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import keras_sl
 from keras_sl import evaluation
 from keras_sl.cli import main
-from keras_sl.data import IDENTITY, make_cells
+from keras_sl.data import make_cells
+from harness import tiny_sl_preset
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny SL-UNet preset, a tiny Kvasir-layout dataset and three images."""
     root = tmp_path_factory.mktemp("cli_errors")
-    preset = keras_sl.SLUNet(levels=3, lift_depth=4, num_selected=2).save_to_preset(
-        root / "preset", metadata={"dataset": "kvasir", "input_size": [32, 32, 3], "normalization": IDENTITY,
-                                   "license": "test"})
+    preset = tiny_sl_preset(root / "preset")
     x, y = make_cells(6, size=32, seed=3)
     data = root / "kvasir"
     (data / "images").mkdir(parents=True)

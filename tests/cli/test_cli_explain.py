@@ -10,19 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import keras_sl
 from keras_sl import cli
 from keras_sl import explain as explaining
 from keras_sl.cli import main
-from keras_sl.data import IDENTITY
+from harness import tiny_sl_preset
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_explain")
-    preset = keras_sl.SLUNet(levels=3, lift_depth=4, num_selected=2).save_to_preset(
-        root / "preset", metadata={"dataset": "kvasir", "input_size": [32, 32, 3], "normalization": IDENTITY,
-                                   "license": "test"})
+    preset = tiny_sl_preset(root / "preset")
     rng = np.random.default_rng(0)
     images = []
     for name in ("a.png", "b.png"):
